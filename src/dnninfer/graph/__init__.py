@@ -1,0 +1,11 @@
+"""Graph capture: one torch.fx DAG per model with shapes, bytes, parameters and FLOPs per node."""
+
+from dnninfer.graph.capture import capture, trace
+from dnninfer.graph.core import Block, Graph, NodeInfo, Stage
+from dnninfer.graph.flops import Rule, conv_flops, linear_flops
+from dnninfer.graph.split import run_stages, stage_order
+
+__all__ = [
+    "Block", "Graph", "NodeInfo", "Rule", "Stage", "capture", "conv_flops", "linear_flops",
+    "run_stages", "stage_order", "trace",
+]

@@ -1,0 +1,111 @@
+"""Turn any partition of a Graph's compute nodes into stage GraphModules (policy apart from
+mechanism: planners choose the assignment, this module only builds it)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import networkx as nx
+from torch import fx
+from torch.utils import _pytree as pytree
+
+from dnninfer.errors import UserError
+from dnninfer.graph.core import Graph, Stage
+
+
+def _check(graph: Graph, assignment: Mapping[str, int]) -> None:
+    compute = {n.name for n in graph.compute_nodes()}
+    unknown = sorted(set(assignment) - compute)
+    if unknown:
+        raise UserError(f"assignment: names {unknown[:5]} are not compute nodes of {graph.name}")
+    missing = [n for n in graph.nodes if n in compute and n not in assignment]
+    if missing:
+        raise UserError(f"assignment: {len(missing)} compute nodes have no stage, e.g. {missing[:5]}")
+    bad = {k: v for k, v in assignment.items() if not isinstance(v, int) or isinstance(v, bool)}
+    if bad:
+        raise UserError(f"assignment: stage labels must be int, got {next(iter(bad.items()))}")
+
+
+def stage_order(graph: Graph, assignment: Mapping[str, int]) -> list[int]:
+    """Stage labels in an order that respects data dependencies (ties broken by label).
+
+    Raises UserError if the partition makes two stages need each other's outputs.
+    """
+    q = nx.DiGraph()
+    q.add_nodes_from(set(assignment.values()))
+    for name, label in assignment.items():
+        for src in graph.nodes[name].inputs:
+            s = assignment.get(src)
+            if s is not None and s != label:
+                q.add_edge(s, label)
+    try:
+        return list(nx.lexicographical_topological_sort(q))
+    except nx.NetworkXUnfeasible:
+        cycle = nx.find_cycle(q)
+        path = " -> ".join(str(a) for a, _ in cycle) + f" -> {cycle[0][0]}"
+        raise UserError(f"assignment: stages depend on each other in a cycle ({path})") from None
+
+
+def split_graph(graph: Graph, assignment: Mapping[str, int]) -> list[Stage]:
+    _check(graph, assignment)
+    order = stage_order(graph, assignment)
+    fx_nodes = {n.name: n for n in graph.gm.graph.nodes}
+    output = graph.output_node
+    # Who reads each value: stage labels, or "out" for the model output.
+    readers: dict[str, set[Any]] = {}
+    for name, label in assignment.items():
+        for src in graph.nodes[name].inputs:
+            readers.setdefault(src, set()).add(label)
+    for src in output.all_input_nodes:
+        readers.setdefault(src.name, set()).add("out")
+
+    stages = []
+    for label in order:
+        members = [n for n in graph.nodes if assignment.get(n) == label]
+        member_set = set(members)
+        inputs: list[str] = []
+        g = fx.Graph()
+        env: dict[fx.Node, fx.Node] = {}
+        # Placeholders first, in first-use order; weights (get_attr) are copied, never sent.
+        for name in members:
+            for src in fx_nodes[name].all_input_nodes:
+                if src.name in member_set or src in env:
+                    continue
+                if src.op == "get_attr":
+                    continue
+                inputs.append(src.name)
+                env[src] = g.placeholder(src.name)
+        for name in members:
+            node = fx_nodes[name]
+            for src in node.all_input_nodes:
+                if src.op == "get_attr" and src not in env:
+                    env[src] = g.node_copy(src, lambda a: env[a])
+            env[node] = g.node_copy(node, lambda a: env[a])
+        outputs = [n for n in members if readers.get(n, set()) - {label}]
+        g.output(tuple(env[fx_nodes[n]] for n in outputs))
+        module = fx.GraphModule(graph.gm, g, class_name=f"Stage{label}")
+        stages.append(Stage(index=label, module=module, nodes=tuple(members),
+                            inputs=tuple(inputs), outputs=tuple(outputs)))
+    return stages
+
+
+def run_stages(graph: Graph, stages: Sequence[Stage], inputs: Sequence[Any]) -> Any:
+    """Run stages in order, passing named values between them; rebuild the model's output."""
+    names = graph.input_names
+    if len(inputs) != len(names):
+        raise UserError(f"inputs: expected {len(names)} tensors ({names}), got {len(inputs)}")
+    env: dict[str, Any] = dict(zip(names, inputs, strict=True))
+    for st in stages:
+        outs = st(*(env[n] for n in st.inputs))
+        env.update(zip(st.outputs, outs, strict=True))
+    return assemble_output(graph, env)
+
+
+def assemble_output(graph: Graph, env: Mapping[str, Any]) -> Any:
+    """The model's output from a name -> value map, in the structure the model returns."""
+    out = fx.node.map_arg(graph.output_node.args[0], lambda n: env[n.name])
+    spec = getattr(graph.gm, "_out_spec", None)
+    if spec is not None:  # torch.export modules return pytree-structured outputs
+        return pytree.tree_unflatten(list(out), spec)
+    return out

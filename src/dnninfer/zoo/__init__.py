@@ -1,0 +1,10 @@
+"""Model zoo: the networks every dnninfer system is measured on, by name.
+
+Vision models are plain-PyTorch copies of torchvision's (same module names and parameter counts);
+the rest are a small BERT encoder, DeepFM and tiny nets for 8x8 digits. Every model is traceable by
+`torch.fx.symbolic_trace`, which graph capture relies on.
+"""
+
+from dnninfer.zoo.registry import InputSpec, ModelSpec, build_model, example_inputs, get, names
+
+__all__ = ["InputSpec", "ModelSpec", "build_model", "example_inputs", "get", "names"]
