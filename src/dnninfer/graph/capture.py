@@ -30,10 +30,10 @@ def trace(model: nn.Module, example_inputs: Sequence[Any]) -> tuple[fx.GraphModu
     """Return (GraphModule, method). Raises UserError naming both failures if neither works."""
     try:
         return fx.symbolic_trace(model), "fx"
-    except Exception as fx_err:  # noqa: BLE001 - any tracing failure means "try export"
+    except Exception as fx_err:  # any tracing failure means "try export"
         try:
             gm = torch.export.export(model, tuple(example_inputs), strict=False).module()
-        except Exception as ex_err:  # noqa: BLE001
+        except Exception as ex_err:
             raise UserError(
                 f"model {type(model).__name__}: cannot be captured: torch.fx symbolic_trace failed "
                 f"({_first_line(fx_err)}) and torch.export failed ({_first_line(ex_err)})"

@@ -80,8 +80,8 @@ def split_graph(graph: Graph, assignment: Mapping[str, int]) -> list[Stage]:
             node = fx_nodes[name]
             for src in node.all_input_nodes:
                 if src.op == "get_attr" and src not in env:
-                    env[src] = g.node_copy(src, lambda a: env[a])
-            env[node] = g.node_copy(node, lambda a: env[a])
+                    env[src] = g.node_copy(src, env.__getitem__)
+            env[node] = g.node_copy(node, env.__getitem__)
         outputs = [n for n in members if readers.get(n, set()) - {label}]
         g.output(tuple(env[fx_nodes[n]] for n in outputs))
         module = fx.GraphModule(graph.gm, g, class_name=f"Stage{label}")

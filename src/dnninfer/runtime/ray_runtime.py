@@ -127,7 +127,7 @@ class RayRuntime:
                 node, mine, self.threads, links)
         try:
             ray.get([a.ping.remote() for a in self.actors.values()], timeout=120)
-        except Exception as e:  # noqa: BLE001 - any failure to start is a node failure
+        except Exception as e:  # any failure to start is a node failure
             raise NodeFailure(f"could not start actors: {type(e).__name__}: {e}".splitlines()[0]) from None
         self._stages, self._place, self._links = list(stages), place, links
         return place

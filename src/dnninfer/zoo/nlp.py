@@ -18,7 +18,9 @@ from torch import nn
 class BertEmbeddings(nn.Module):
     """Word + position + token-type embeddings, then LayerNorm and dropout."""
 
-    def __init__(self, vocab_size: int, hidden: int, max_positions: int, type_vocab: int, dropout: float) -> None:
+    def __init__(
+        self, vocab_size: int, hidden: int, max_positions: int, type_vocab: int, dropout: float
+    ) -> None:
         super().__init__()
         self.word_embeddings = nn.Embedding(vocab_size, hidden)
         self.position_embeddings = nn.Embedding(max_positions, hidden)
@@ -115,7 +117,9 @@ class BertEncoderClassifier(nn.Module):
     ) -> None:
         super().__init__()
         self.embeddings = BertEmbeddings(vocab_size, hidden, max_positions, type_vocab, dropout)
-        self.encoder = nn.Sequential(*[BertLayer(hidden, heads, intermediate, dropout) for _ in range(layers)])
+        self.encoder = nn.Sequential(
+            *[BertLayer(hidden, heads, intermediate, dropout) for _ in range(layers)]
+        )
         self.pooler = nn.Linear(hidden, hidden)
         self.pooler_act = nn.Tanh()
         self.dropout = nn.Dropout(dropout)

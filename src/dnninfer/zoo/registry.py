@@ -28,7 +28,10 @@ class InputSpec:
 
     def __post_init__(self) -> None:
         integer = not (self.dtype.is_floating_point or self.dtype.is_complex)
-        assert integer == (self.high is not None), "integer inputs need `high`; float inputs must not set it"
+        if integer != (self.high is not None):
+            raise ValueError(
+                f"InputSpec: integer inputs need `high`, float inputs must not set it; got {self!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -44,12 +47,16 @@ class ModelSpec:
 
 _IMAGE_224 = (InputSpec((1, 3, 224, 224)),)
 _DIGITS = (InputSpec((1, 1, 8, 8)),)
+_DEEPFM = (
+    InputSpec((1, recsys.NUM_SPARSE), torch.int64, recsys.FIELD_VOCAB),
+    InputSpec((1, recsys.NUM_DENSE)),
+)
 
 _SPECS: tuple[ModelSpec, ...] = (
     ModelSpec("alexnet", vision.alexnet, _IMAGE_224, "image-classification",
               "AlexNet, torchvision layout: 5 convs + 3 FC, FC-heavy (61.1M params)."),
     ModelSpec("vgg16", vision.vgg16, _IMAGE_224, "image-classification",
-              "VGG-16 without BN, torchvision layout: deep plain chain, large activations early (138.4M params)."),
+              "VGG-16 without BN, torchvision layout: deep plain chain, FC-heavy (138.4M params)."),
     ModelSpec("resnet18", resnet.resnet18, _IMAGE_224, "image-classification",
               "ResNet-18, torchvision layout: basic residual blocks (11.7M params)."),
     ModelSpec("resnet50", resnet.resnet50, _IMAGE_224, "image-classification",
@@ -62,9 +69,8 @@ _SPECS: tuple[ModelSpec, ...] = (
               "Inception-v3 without aux head, torchvision layout: wide multi-branch DAG (23.8M params)."),
     ModelSpec("bert_encoder", nlp.bert_encoder, (InputSpec((1, 128), torch.int64, 30522),), "nlp",
               "BERT encoder, 4 layers x 256 hidden x 4 heads, seq 128, 2-class head (11.2M params)."),
-    ModelSpec("deepfm", recsys.deepfm,
-              (InputSpec((1, recsys.NUM_SPARSE), torch.int64, recsys.FIELD_VOCAB), InputSpec((1, recsys.NUM_DENSE))),
-              "recsys", "DeepFM for Criteo-shaped data: 26 sparse fields x 1000 ids + 13 dense, DNN 400x3."),
+    ModelSpec("deepfm", recsys.deepfm, _DEEPFM, "recsys",
+              "DeepFM for Criteo-shaped data: 26 sparse fields x 1000 ids + 13 dense, DNN 400x3."),
     ModelSpec("digits_mlp", digits.digits_mlp, _DIGITS, "digits",
               "MLP 64-128-64-10 for sklearn 8x8 digits; trains in seconds."),
     ModelSpec("digits_cnn", digits.digits_cnn, _DIGITS, "digits",

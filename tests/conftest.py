@@ -1,0 +1,31 @@
+"""Shared fixtures: zoo graphs are captured once per test session (capture runs each model once)."""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@functools.cache
+def zoo_graph(name: str):
+    """(model, inputs, graph, reference output) for a zoo model, built once."""
+    from dnninfer import zoo
+    from dnninfer.graph import capture
+
+    model = zoo.build_model(name)
+    inputs = zoo.example_inputs(name)
+    graph = capture(model, inputs, name=name)
+    with torch.no_grad():
+        ref = model(*inputs)
+    return model, inputs, graph, ref
+
+
+@pytest.fixture(scope="session")
+def graph_of():
+    return zoo_graph
