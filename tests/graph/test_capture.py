@@ -15,7 +15,7 @@ def test_every_zoo_model_is_captured_and_annotated(name, graph_of):
     model, inputs, graph, ref = graph_of(name)
     compute = graph.compute_nodes()
     assert compute, name
-    assert all(n.kind and n.shape is not None or n.kind in ("shape",) for n in compute)
+    assert all((n.kind and n.shape is not None) or n.kind in ("shape",) for n in compute)
     assert graph.total_flops > 0
     assert graph.param_count == sum(p.numel() for p in model.parameters())
     with torch.no_grad():
