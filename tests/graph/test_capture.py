@@ -160,7 +160,7 @@ def test_chain_cut_bytes_equal_what_a_split_really_sends(name, graph_of):
 
 
 def test_capture_rejects_non_module():
-    with pytest.raises(UserError, match="torch.nn.Module"):
+    with pytest.raises(UserError, match=r"torch\.nn\.Module"):
         capture(lambda x: x, (torch.randn(2),))
 
 

@@ -103,7 +103,7 @@ def test_negative_control_split_check_detects_a_wrong_stage(graph_of):
     """The equivalence check can fail: corrupt one stage's weights and the output moves."""
     import copy
 
-    model, inputs, g, ref = graph_of("digits_cnn")
+    _, inputs, g, ref = graph_of("digits_cnn")
     names = [n.name for n in g.compute_nodes()]
     stages = g.split({n: int(i >= len(names) // 2) for i, n in enumerate(names)})
     broken = copy.deepcopy(stages[1].module)

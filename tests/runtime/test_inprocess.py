@@ -47,7 +47,7 @@ def test_bad_placement_and_links_are_user_errors(graph_of):
 
 
 def test_failing_stage_names_its_node(graph_of):
-    _, inputs, g, _ = graph_of("digits_cnn")
+    _, _, g, _ = graph_of("digits_cnn")
     stages = three_stages(g)
     with pytest.raises(RuntimeError, match="stage 0 on node 'edge-1'"):
         run_inprocess(g, stages, (torch.randn(1, 3, 8, 8),), placement=["edge-1", "edge-2", "edge-3"])
