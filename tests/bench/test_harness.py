@@ -1,5 +1,7 @@
 """The harness: interleaving, Timing statistics and thread pinning (no wall-clock asserts)."""
 
+import itertools
+
 import pytest
 import torch
 
@@ -30,7 +32,7 @@ def test_compare_orders_differ_across_rounds_and_are_seeded():
     compare(cases, warmup=0, repeats=10, seed=3, progress=False)
     rounds = [tuple(calls[i : i + 4]) for i in range(0, len(calls), 4)]
     assert len(set(rounds)) > 1
-    assert all(x != y for x, y in zip(rounds, rounds[1:], strict=False))  # never the same twice
+    assert all(x != y for x, y in itertools.pairwise(rounds))  # never the same twice
     again, cases2 = _recorder(names)
     compare(cases2, warmup=0, repeats=10, seed=3, progress=False)
     assert again == calls
@@ -41,7 +43,7 @@ def test_compare_orders_differ_across_rounds_and_are_seeded():
 
 def test_two_cases_alternate_abba():
     orders = round_orders(["a", "b"], 6, seed=0)
-    assert all(x != y for x, y in zip(orders, orders[1:], strict=False))
+    assert all(x != y for x, y in itertools.pairwise(orders))
 
 
 def test_compare_warms_up_before_timing():

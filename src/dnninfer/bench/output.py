@@ -106,8 +106,19 @@ def format_cell(value: Any) -> str:
     if isinstance(value, float | np.floating):
         return "—" if math.isnan(value) else f"{float(value):.4g}"
     if isinstance(value, Mapping | list | tuple):
-        return json.dumps(to_jsonable(value), allow_nan=False, separators=(",", ":"))
+        return json.dumps(_rounded(to_jsonable(value)), allow_nan=False, separators=(",", ":"))
     return str(value)
+
+
+def _rounded(value: Any) -> Any:
+    """Floats inside nested cells cut to 4 significant digits, like top-level ones."""
+    if isinstance(value, float):
+        return float(f"{value:.4g}")
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
 
 
 def _is_number(value: Any) -> bool:

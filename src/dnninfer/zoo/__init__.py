@@ -5,6 +5,7 @@ the rest are a small BERT encoder, DeepFM and tiny nets for 8x8 digits. Every mo
 `torch.fx.symbolic_trace`, which graph capture relies on.
 """
 
+from dnninfer.zoo.load import LoadedModel, load_model
 from dnninfer.zoo.registry import InputSpec, ModelSpec, build_model, example_inputs, get, names
 
-__all__ = ["InputSpec", "ModelSpec", "build_model", "example_inputs", "get", "names"]
+__all__ = ["InputSpec", "LoadedModel", "ModelSpec", "build_model", "example_inputs", "get", "load_model", "names"]
