@@ -1,0 +1,304 @@
+"""The one entry point, `dnninfer`. Core commands live here; each area may add its own by
+shipping ``dnninfer/<area>/cli.py`` with ``add_commands(subparsers)``, and each system's bench
+comes from the bench registry, so this file never lists systems.
+
+User mistakes (`UserError`) print one line, ``dnninfer: error: ...``, and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from dnninfer.errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, like every other user error
+        raise UserError(f"{self.prog}: {message}")
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="zoo name (see `dnninfer models`), path/model.py[:factory] or a pickled .pt module")
+    p.add_argument("--input-shape", help="input shape for a user model file, e.g. 1,3,224,224")
+    p.add_argument("--batch", type=int, default=1, help="batch size of the example input (zoo models)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _load_graph(args: argparse.Namespace):
+    from dnninfer.graph import capture
+    from dnninfer.zoo import load_model
+
+    loaded = load_model(args.model, input_shape=args.input_shape, batch=args.batch, seed=args.seed)
+    return loaded, capture(loaded.model, loaded.inputs, name=loaded.name)
+
+
+def _emit(args: argparse.Namespace, obj: Any, title: str, rows: list[dict] | None = None,
+          columns: list[str] | None = None) -> None:
+    from dnninfer.bench.output import emit_json, print_table
+
+    if args.json:
+        emit_json(obj)
+    else:  # a table the user asked for goes to stdout; progress and logs go to stderr
+        print_table(title, rows if rows is not None else [obj], columns, console=_stdout())
+
+
+def _stdout():
+    """Tables the user asked for go to stdout (wide when piped); progress and logs go to stderr."""
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=160)
+
+
+# -- commands ----------------------------------------------------------------------------------
+def cmd_models(args: argparse.Namespace) -> None:
+    from dnninfer import zoo
+    from dnninfer.graph import capture
+
+    rows = []
+    names = args.names or zoo.names()
+    for name in names:
+        spec = zoo.get(name)
+        model = zoo.build_model(name)
+        g = capture(model, zoo.example_inputs(name), name=name)
+        rows.append({
+            "name": name, "task": spec.task,
+            "input": " ".join(f"{list(s.shape)}:{str(s.dtype).removeprefix('torch.')}" for s in spec.input_specs),
+            "params": g.param_count, "mflops": round(g.total_flops / 1e6, 2), "flops": g.total_flops,
+            "nodes": len(g.compute_nodes()), "description": spec.description,
+        })
+        del model, g
+    _emit(args, {"models": rows}, "model zoo", rows, ["name", "task", "input", "params", "mflops", "nodes"])
+
+
+def cmd_inspect(args: argparse.Namespace) -> None:
+    loaded, g = _load_graph(args)
+    rows = g.to_rows()
+    if args.blocks:
+        rows = [{"block": b.index, "first": b.nodes[0], "last": b.nodes[-1], "nodes": len(b.nodes),
+                 "flops": b.flops, "param_bytes": b.param_bytes, "out_bytes": b.out_bytes} for b in g.chain()]
+    obj = {"model": loaded.name, "summary": g.summary(), "blocks" if args.blocks else "nodes": rows}
+    _emit(args, obj, f"{loaded.name}: {g!r}", rows)
+
+
+def cmd_profile(args: argparse.Namespace) -> None:
+    from dnninfer.cost import load_device, predict, profile
+    from dnninfer.cost.predict import fit
+
+    loaded, g = _load_graph(args)
+    measured = profile(g, warmup=args.warmup, repeats=args.repeats, threads=args.threads, cache=not args.no_cache)
+    samples = [(g.nodes[n], s) for n, s in measured.node_s.items()]
+    model = fit(samples, graph=g)
+    devices = [load_device(d) for d in args.device]
+    preds = {d.name: predict(g, d, model=model) for d in devices}
+    host_pred = predict(g, load_device("host"), model=model)
+    rows = []
+    for n in g.compute_nodes():
+        row = {"name": n.name, "kind": n.kind, "flops": n.flops, "out_bytes": n.out_bytes,
+               "measured_ms": measured.node_s.get(n.name, 0.0) * 1e3,
+               "predicted_host_ms": host_pred[n.name] * 1e3}
+        for dev, p in preds.items():
+            row[f"{dev}_ms"] = p[n.name] * 1e3
+        rows.append(row)
+    totals = {"measured_ms": sum(r["measured_ms"] for r in rows),
+              "whole_model_ms": measured.whole_model_s * 1e3,
+              "predicted_host_ms": sum(r["predicted_host_ms"] for r in rows),
+              **{f"{d}_ms": sum(p.values()) * 1e3 for d, p in preds.items()}}
+    obj = {"model": loaded.name, "threads": args.threads, "repeats": args.repeats, "totals": totals, "nodes": rows}
+    if args.json:
+        _emit(args, obj, "")
+    else:
+        _emit(args, obj, f"{loaded.name}: measured (this host, {args.threads} thread) vs predicted", rows)
+        _emit(args, totals, "totals (ms)")
+
+
+def cmd_devices(args: argparse.Namespace) -> None:
+    from dnninfer.cost import list_devices, load_device
+
+    rows = []
+    for name in list_devices():
+        d = load_device(name)
+        for pu in d.pus:
+            rows.append({"device": d.name, "pu": pu.name, "kind": pu.kind, "cores": pu.cores,
+                         "speed": pu.speed, "p_active_w": pu.p_active_w, "p_idle_w": pu.p_idle_w})
+    _emit(args, {"devices": rows}, "device profiles (speed: x one host core)", rows)
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    """Split a model into K chain stages and run it for real, checking output equality."""
+    import torch
+
+    from dnninfer.runtime import EMULATION_NOTE, RayRuntime, SimpleLink, run_inprocess
+
+    loaded, g = _load_graph(args)
+    blocks = g.chain()
+    k = max(1, min(args.stages, len(blocks)))
+    flops = [b.flops for b in blocks]
+    total, acc, labels = sum(flops) or 1, 0, []
+    for f in flops:  # equal-FLOPs chain split: a neutral default, planners do better
+        labels.append(min(k - 1, int(k * acc / total)))
+        acc += f
+    stages = g.split(g.blocks_to_assignment(blocks, labels))
+    placement = [f"node{i}" for i in range(len(stages))]
+    link = SimpleLink(args.bandwidth_mbps, args.rtt_ms) if args.bandwidth_mbps else None
+    with torch.no_grad():
+        ref = loaded.model(*loaded.inputs)
+    if args.runtime == "ray":
+        with RayRuntime(address=args.address, threads=args.threads) as rt:
+            rt.deploy(stages, placement, links=link)
+            result = rt.run(g, loaded.inputs)
+    else:
+        result = run_inprocess(g, stages, loaded.inputs, placement=placement, links=link)
+    err = max((a - b).abs().max().item() for a, b in zip(_leaves(result.output), _leaves(ref), strict=True))
+    obj = {"model": loaded.name, "runtime": args.runtime, "stages": len(stages), "max_abs_err": err,
+           "equal": err <= 1e-5, **result.summary(), "note": EMULATION_NOTE if link else "no link emulation"}
+    rows = [{"stage": s.index, "node": placement[i], "nodes": len(s.nodes), "inputs": len(s.inputs),
+             "compute_ms": result.compute_s.get(s.index, 0) * 1e3} for i, s in enumerate(stages)]
+    if args.json:
+        _emit(args, obj, "")
+    else:
+        _emit(args, obj, f"{loaded.name} on {len(stages)} stages ({args.runtime})", rows)
+        print(f"max |split - whole| = {err:.2e}; wall {result.wall_s * 1e3:.1f} ms; "
+              f"{result.bytes_sent} bytes sent; {obj['note']}")
+
+
+def _leaves(x: Any) -> list:
+    from torch.utils import _pytree as pytree
+
+    return pytree.tree_leaves(x)
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from dnninfer.bench import registry
+    from dnninfer.bench.output import emit_json, print_table
+
+    extra = {k: v for k, v in vars(args).items() if k not in _BENCH_KEYS}
+    result = registry.run_system(args.system, registry.BenchArgs(quick=args.quick, seed=args.seed,
+                                                                 out=args.out, extra=extra))
+    if args.out:
+        import json
+
+        from dnninfer.bench.output import to_jsonable
+
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / f"{args.system}.json").write_text(json.dumps(to_jsonable(result), indent=2))
+    if args.json:
+        emit_json(result)
+    else:
+        print_table(f"{args.system}: ours", [result["ours"]], console=_stdout())
+        if result.get("rows"):
+            print_table(f"{args.system}: rows", result["rows"], console=_stdout())
+
+
+_BENCH_KEYS = {"command", "func", "system", "quick", "json", "seed", "out"}
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from dnninfer.report import build_report
+
+    index = build_report(Path(args.out), quick=args.quick, seed=args.seed, systems=args.systems or None)
+    print(index)
+
+
+# -- parser ------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="dnninfer", description="Fast, cheap DNN inference on the hardware you have.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("models", help="list the model zoo: input shape, params, FLOPs")
+    p.add_argument("names", nargs="*", help="only these models")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("inspect", help="per-layer table of a model's captured graph")
+    _model_args(p)
+    p.add_argument("--blocks", action="store_true", help="show the chain of blocks instead of nodes")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("profile", help="measure per-node latency here; predict it on device profiles")
+    _model_args(p)
+    p.add_argument("--device", action="append", default=None, help="device profile (repeatable)")
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--no-cache", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser("devices", help="list device profiles")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_devices)
+
+    p = sub.add_parser("run", help="split a model into stages and run it (in-process or on Ray)")
+    _model_args(p)
+    p.add_argument("--stages", type=int, default=3)
+    p.add_argument("--runtime", choices=["inprocess", "ray"], default="inprocess")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: start a local one)")
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads per Ray node")
+    p.add_argument("--bandwidth-mbps", type=float, default=None, help="emulate links of this bandwidth")
+    p.add_argument("--rtt-ms", type=float, default=0.0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_run)
+
+    from dnninfer.bench import registry
+
+    registry.load_all()
+    p = sub.add_parser("bench", help="benchmark a system against its baselines")
+    systems = p.add_subparsers(dest="system", required=True, parser_class=_Parser)
+    for name, system in sorted(registry.SYSTEMS.items()):
+        sp = systems.add_parser(name, help=system.description)
+        sp.add_argument("--quick", action="store_true", help="small run, under a minute")
+        sp.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+        sp.add_argument("--seed", type=int, default=0)
+        sp.add_argument("--out", type=Path, default=None, help="also write <system>.json (and plots) here")
+        if system.add_arguments:
+            system.add_arguments(sp)
+        sp.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("report", help="run every bench and write an HTML report")
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--out", default="report")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--systems", nargs="*", help="only these systems")
+    p.set_defaults(func=cmd_report)
+
+    for area in _area_cli_modules():
+        area.add_commands(sub)
+    return parser
+
+
+def _area_cli_modules() -> list[Any]:
+    import dnninfer
+
+    mods = []
+    for info in pkgutil.iter_modules(dnninfer.__path__):
+        if info.ispkg and importlib.util.find_spec(f"dnninfer.{info.name}.cli") is not None:
+            mods.append(importlib.import_module(f"dnninfer.{info.name}.cli"))
+    return mods
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if getattr(args, "device", "unset") is None:
+            args.device = ["rpi4", "jetson_nano"]
+        args.func(args)
+    except UserError as e:
+        print(f"dnninfer: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dnninfer: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

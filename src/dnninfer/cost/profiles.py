@@ -1,0 +1,422 @@
+"""Device, link and cluster profiles: the hardware a plan is costed on, read from YAML.
+
+A `DeviceProfile` lists a board's processing units (PUs: CPU clusters, GPU, NPU) with a speed
+relative to ONE core of the host this toolkit runs on, plus the power figures of the energy model
+(docs: research/partitioning.md §5.5). A `Cluster` names nodes (each a device profile) and the
+links between them. Every number in the shipped YAML carries its source; the speed ratios are
+derived from published single-thread latencies of the same models, divided into our host's.
+
+Configs are validated once, at load time (pydantic, ``extra="forbid"``); any mistake in a file is
+a `UserError` with one line naming the file, the field path and what was expected, e.g.
+``configs/clusters/x.yaml: links.0.link.bandwidth_mbps: expected a number > 0, got -5``.
+
+Units: bandwidth in Mbit/s (10^6 bit/s, as `tc` reads "mbit"), RTT and jitter in ms, power in W,
+link energy in nJ per bit, memory in MB.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from dnninfer.errors import UserError
+
+__all__ = [
+    "Cluster",
+    "DeviceProfile",
+    "LinkProfile",
+    "LinkSpec",
+    "NodeSpec",
+    "ProcessingUnit",
+    "configs_dir",
+    "list_clusters",
+    "list_devices",
+    "load_cluster",
+    "load_device",
+]
+
+CONFIGS_ENV = "DNNINFER_CONFIGS"
+
+
+def _known_kinds() -> frozenset[str]:
+    """Op kinds the FLOPs table can produce: the keys `op_speed` may use."""
+    from dnninfer.graph.flops import MODULE_RULES, NAME_RULES
+
+    return frozenset({r.kind for r in NAME_RULES.values()} | {r.kind for _, r in MODULE_RULES})
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProcessingUnit(_Config):
+    """One processing unit of a device: a CPU cluster, a GPU or an NPU.
+
+    `speed` is the throughput of ONE execution lane of this PU relative to ONE core of the host
+    (host core = 1.0) on the reference op mix (CNN inference, fp32, batch 1). A lane is one core
+    of a CPU cluster (one intra-op thread, as the emulation runs, partitioning.md §5.1) and the
+    whole accelerator for a GPU/NPU. `op_speed` multiplies `speed` per op kind, for PUs whose
+    advantage differs by op (a GPU gains on conv/matmul, loses on tiny reshape-like kernels).
+
+    Power (partitioning.md §5.5): `p_active_w` is the draw above board idle while the PU is busy
+    (all its cores loaded, as `stress`/7-zip measure it); `p_idle_w` the extra draw above board
+    idle while it is powered but idle (0 when the board-idle figure already includes it).
+    """
+
+    name: str = Field(min_length=1)
+    kind: Literal["cpu", "gpu", "npu"]
+    cores: int = Field(ge=1)
+    freq_ghz: float | None = Field(default=None, gt=0)
+    speed: float = Field(gt=0)
+    op_speed: dict[str, PositiveFloat] = Field(default_factory=dict)
+    p_active_w: float = Field(ge=0)
+    p_idle_w: float = Field(default=0.0, ge=0)
+
+    @field_validator("op_speed")
+    @classmethod
+    def _known_op_kinds(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - _known_kinds())
+        if unknown:
+            raise ValueError(
+                f"op kind(s) {', '.join(unknown)} unknown; expected kinds from dnninfer.graph.flops: "
+                f"{', '.join(sorted(_known_kinds()))}"
+            )
+        return value
+
+    def speed_for(self, kind: str) -> float:
+        """Lane speed for one op kind: `speed * op_speed.get(kind, 1.0)`."""
+        return self.speed * self.op_speed.get(kind, 1.0)
+
+
+class DeviceProfile(_Config):
+    """A board: its PUs, idle power and memory, with the sources of every figure."""
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    pus: list[ProcessingUnit] = Field(min_length=1)
+    p_board_idle_w: float = Field(ge=0)
+    memory_mb: int = Field(gt=0)
+    sources: list[str] = Field(default_factory=list)
+    notes: str | None = None
+
+    @model_validator(mode="after")
+    def _unique_pu_names(self) -> DeviceProfile:
+        names = [p.name for p in self.pus]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"PU names must be unique, got {', '.join(dupes)} more than once")
+        return self
+
+    @property
+    def fastest_pu(self) -> ProcessingUnit:
+        """The PU with the highest lane speed (first on ties): the default for `predict`."""
+        return max(self.pus, key=lambda p: p.speed)
+
+    def pu(self, name: str | None = None) -> ProcessingUnit:
+        """The PU called `name`; the fastest when `name` is None."""
+        if name is None:
+            return self.fastest_pu
+        for p in self.pus:
+            if p.name == name:
+                return p
+        raise UserError(
+            f"device {self.name!r}: PU {name!r}: expected one of {', '.join(p.name for p in self.pus)}"
+        )
+
+
+class LinkProfile(_Config):
+    """A network link as the runtime emulates it: half the RTT plus serialisation time."""
+
+    name: str = Field(min_length=1)
+    bandwidth_mbps: float = Field(gt=0)
+    rtt_ms: float = Field(ge=0)
+    energy_nj_per_bit: float = Field(ge=0)
+    jitter_ms: float = Field(default=0.0, ge=0)
+
+    def transfer_s(self, nbytes: float) -> float:
+        """Seconds to move `nbytes` one way: ``rtt/2 + bytes*8/bandwidth`` (partitioning.md §6.1)."""
+        if nbytes < 0:
+            raise ValueError(f"nbytes must be >= 0, got {nbytes}")
+        return self.rtt_ms / 2e3 + nbytes * 8 / (self.bandwidth_mbps * 1e6)
+
+    def energy_j(self, nbytes: float) -> float:
+        """Joules to move `nbytes`: ``energy_nj_per_bit * bits``."""
+        if nbytes < 0:
+            raise ValueError(f"nbytes must be >= 0, got {nbytes}")
+        return self.energy_nj_per_bit * 1e-9 * nbytes * 8
+
+
+class NodeSpec(_Config):
+    """A node of a cluster: a name and the device profile it runs (a name in configs/devices or a path)."""
+
+    name: str = Field(min_length=1)
+    device: str = Field(min_length=1)
+
+
+class LinkSpec(_Config):
+    """The (symmetric) link between nodes `a` and `b`."""
+
+    a: str = Field(min_length=1)
+    b: str = Field(min_length=1)
+    link: LinkProfile
+
+
+class Cluster(_Config):
+    """Nodes and the links between them; pairs without an explicit link use `default_link`."""
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    nodes: list[NodeSpec] = Field(min_length=1)
+    links: list[LinkSpec] = Field(default_factory=list)
+    default_link: LinkProfile | None = None
+
+    _base_dir: Path | None = PrivateAttr(default=None)
+    _devices: dict[str, DeviceProfile] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_topology(self) -> Cluster:
+        names = [n.name for n in self.nodes]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"node names must be unique, got {', '.join(dupes)} more than once")
+        known = set(names)
+        seen: set[frozenset[str]] = set()
+        for i, spec in enumerate(self.links):
+            for end in (spec.a, spec.b):
+                if end not in known:
+                    raise ValueError(
+                        f"links.{i}: node {end!r} is not in nodes; expected one of {', '.join(names)}"
+                    )
+            if spec.a == spec.b:
+                raise ValueError(f"links.{i}: a link needs two different nodes, got {spec.a!r} twice")
+            pair = frozenset((spec.a, spec.b))
+            if pair in seen:
+                raise ValueError(f"links.{i}: a second link between {spec.a!r} and {spec.b!r}")
+            seen.add(pair)
+        return self
+
+    @property
+    def node_names(self) -> list[str]:
+        return [n.name for n in self.nodes]
+
+    def _node(self, name: str) -> NodeSpec:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise UserError(f"cluster {self.name!r}: node {name!r}: expected one of {', '.join(self.node_names)}")
+
+    def link(self, a: str, b: str) -> LinkProfile:
+        """The link between two different nodes (either order); `default_link` if none is listed."""
+        self._node(a)
+        self._node(b)
+        if a == b:
+            raise ValueError(f"link({a!r}, {b!r}): a node needs no link to itself; use transfer_s, which is 0")
+        for spec in self.links:
+            if {spec.a, spec.b} == {a, b}:
+                return spec.link
+        if self.default_link is None:
+            raise UserError(
+                f"cluster {self.name!r}: link {a!r}-{b!r}: expected a listed link or a default_link, got neither"
+            )
+        return self.default_link
+
+    def transfer_s(self, a: str, b: str, nbytes: float) -> float:
+        """Seconds to move `nbytes` from node a to b; 0 on the same node."""
+        return 0.0 if a == b else self.link(a, b).transfer_s(nbytes)
+
+    def link_map(self) -> dict[tuple[str, str], LinkProfile]:
+        """Every ordered pair of distinct nodes that has a link, for the runtimes' link emulation."""
+        out: dict[tuple[str, str], LinkProfile] = {}
+        for a in self.node_names:
+            for b in self.node_names:
+                if a == b:
+                    continue
+                try:
+                    out[(a, b)] = self.link(a, b)
+                except UserError:
+                    continue
+        return out
+
+    def device(self, node_name: str) -> DeviceProfile:
+        """The device profile of a node, loaded once (paths are relative to the cluster file)."""
+        if node_name not in self._devices:
+            spec = self._node(node_name)
+            self._devices[node_name] = load_device(spec.device, base_dir=self._base_dir)
+        return self._devices[node_name]
+
+    def devices(self) -> dict[str, DeviceProfile]:
+        """Node name -> resolved device profile, for every node."""
+        return {n: self.device(n) for n in self.node_names}
+
+
+# -- loading ---------------------------------------------------------------------------------------
+
+
+def configs_dir() -> Path:
+    """The configs folder: ``$DNNINFER_CONFIGS`` if set, else ``<repo>/configs``."""
+    env = os.environ.get(CONFIGS_ENV)
+    return Path(env) if env else Path(__file__).resolve().parents[3] / "configs"
+
+
+def _display(path: Path) -> str:
+    """A path as the user would type it: relative to the working directory when inside it."""
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:  # another drive on Windows
+        return str(path)
+    return str(path) if rel.startswith("..") else rel
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _describe(err: Mapping[str, Any]) -> str:
+    """One pydantic error as ``<field path>: expected <what>, got <value>``."""
+    loc = ".".join(str(part) for part in err.get("loc", ()))
+    kind = err.get("type", "")
+    ctx = err.get("ctx") or {}
+    got = _short(err.get("input"))
+    expected = {
+        "missing": None,
+        "extra_forbidden": None,
+        "greater_than": f"a number > {ctx.get('gt')}",
+        "greater_than_equal": f"a number >= {ctx.get('ge')}",
+        "less_than": f"a number < {ctx.get('lt')}",
+        "less_than_equal": f"a number <= {ctx.get('le')}",
+        "float_type": "a number",
+        "float_parsing": "a number",
+        "int_type": "an integer",
+        "int_parsing": "an integer",
+        "int_from_float": "an integer",
+        "string_type": "a string",
+        "bool_type": "true or false",
+        "bool_parsing": "true or false",
+        "list_type": "a list",
+        "dict_type": "a mapping",
+        "model_type": "a mapping of fields",
+        "model_attributes_type": "a mapping of fields",
+        "literal_error": f"one of {ctx.get('expected')}",
+        "too_short": f"at least {ctx.get('min_length')} item(s)" if "min_length" in ctx else "a longer value",
+        "string_too_short": "a non-empty string",
+    }
+    if kind == "missing":
+        return f"{loc}: expected a value, got nothing (required field missing)"
+    if kind == "extra_forbidden":
+        return f"{loc}: expected no such field (unknown key; check the spelling), got {got}"
+    if kind in ("value_error", "assertion_error"):
+        message = str(ctx.get("error", err.get("msg", "")))
+        return f"{loc}: {message}" if loc else message
+    loc = loc or "(top level)"
+    what = expected.get(kind)
+    if what is None:
+        return f"{loc}: {err.get('msg', kind)}, got {got}"
+    return f"{loc}: expected {what}, got {got}"
+
+
+def _validation_message(source: str, exc: ValidationError) -> str:
+    errors = exc.errors()
+    first = _describe(errors[0])
+    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+    return f"{source}: {first}{more}"
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    shown = _display(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{shown}: expected an existing YAML file, got no such file") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
+        raise UserError(f"{shown}: expected a readable UTF-8 YAML file, got {type(e).__name__}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise UserError(f"{shown}: {where}expected valid YAML, got a syntax error ({problem})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{shown}: expected a mapping of fields at the top level, got {type(data).__name__}")
+    return data
+
+
+def _resolve(name_or_path: str | os.PathLike[str], kind: str, base_dir: Path | None) -> Path:
+    """A profile name (file stem in configs/<kind>/) or a path, as a file path."""
+    raw = os.fspath(name_or_path)
+    looks_like_path = raw.endswith((".yaml", ".yml")) or os.sep in raw or "/" in raw
+    if looks_like_path:
+        path = Path(raw).expanduser()
+        if not path.is_absolute() and base_dir is not None and not path.exists():
+            path = base_dir / path
+        return path
+    path = configs_dir() / kind / f"{raw}.yaml"
+    if not path.exists():
+        known = _list(kind)
+        raise UserError(
+            f"{kind[:-1]} {raw!r}: expected one of {', '.join(known) or '(none)'} "
+            f"(files in {_display(configs_dir() / kind)}) or a path to a .yaml file"
+        )
+    return path
+
+
+def _list(kind: str) -> list[str]:
+    folder = configs_dir() / kind
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def load_device(name_or_path: str | os.PathLike[str], *, base_dir: Path | None = None) -> DeviceProfile:
+    """Load and validate a device profile by name (``rpi4``) or path; UserError on any mistake."""
+    path = _resolve(name_or_path, "devices", base_dir)
+    data = _read_yaml(path)
+    try:
+        return DeviceProfile.model_validate(data)
+    except ValidationError as e:
+        raise UserError(_validation_message(_display(path), e)) from None
+
+
+def load_cluster(name_or_path: str | os.PathLike[str]) -> Cluster:
+    """Load a cluster by name (``edge3``) or path, resolving every node's device now.
+
+    Resolving eagerly means an unknown device or a broken device file fails here, naming both
+    files, rather than halfway through a plan.
+    """
+    path = _resolve(name_or_path, "clusters", None)
+    data = _read_yaml(path)
+    shown = _display(path)
+    try:
+        cluster = Cluster.model_validate(data)
+    except ValidationError as e:
+        raise UserError(_validation_message(shown, e)) from None
+    cluster._base_dir = path.parent
+    for i, node in enumerate(cluster.nodes):
+        try:
+            cluster.device(node.name)
+        except UserError as e:
+            raise UserError(f"{shown}: nodes.{i}.device: {e}") from None
+    return cluster
+
+
+def list_devices() -> list[str]:
+    """Names of the device profiles in configs/devices."""
+    return _list("devices")
+
+
+def list_clusters() -> list[str]:
+    """Names of the clusters in configs/clusters."""
+    return _list("clusters")
