@@ -286,6 +286,10 @@ def _short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _num(x: Any) -> str:
+    return f"{x:g}" if isinstance(x, (int, float)) else str(x)
+
+
 def _describe(err: Mapping[str, Any]) -> str:
     """One pydantic error as ``<field path>: expected <what>, got <value>``."""
     loc = ".".join(str(part) for part in err.get("loc", ()))
@@ -295,10 +299,10 @@ def _describe(err: Mapping[str, Any]) -> str:
     expected = {
         "missing": None,
         "extra_forbidden": None,
-        "greater_than": f"a number > {ctx.get('gt')}",
-        "greater_than_equal": f"a number >= {ctx.get('ge')}",
-        "less_than": f"a number < {ctx.get('lt')}",
-        "less_than_equal": f"a number <= {ctx.get('le')}",
+        "greater_than": f"a number > {_num(ctx.get('gt'))}",
+        "greater_than_equal": f"a number >= {_num(ctx.get('ge'))}",
+        "less_than": f"a number < {_num(ctx.get('lt'))}",
+        "less_than_equal": f"a number <= {_num(ctx.get('le'))}",
         "float_type": "a number",
         "float_parsing": "a number",
         "int_type": "an integer",

@@ -7,7 +7,10 @@ example inputs, which is what a partitioner needs anyway).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+import io
+import logging
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -32,7 +35,8 @@ def trace(model: nn.Module, example_inputs: Sequence[Any]) -> tuple[fx.GraphModu
         return fx.symbolic_trace(model), "fx"
     except Exception as fx_err:  # any tracing failure means "try export"
         try:
-            gm = torch.export.export(model, tuple(example_inputs), strict=False).module()
+            with _quiet_torch_logs():
+                gm = torch.export.export(model, tuple(example_inputs), strict=False).module()
         except Exception as ex_err:
             raise UserError(
                 f"model {type(model).__name__}: cannot be captured: torch.fx symbolic_trace failed "
@@ -40,6 +44,20 @@ def trace(model: nn.Module, example_inputs: Sequence[Any]) -> tuple[fx.GraphModu
             ) from None
         _drop_guards(gm)
         return gm, "export"
+
+
+@contextlib.contextmanager
+def _quiet_torch_logs() -> Iterator[None]:
+    """torch.export logs and prints its failed guesses; a failed capture must stay one line."""
+    logger = logging.getLogger("torch")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    sink = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def _drop_guards(gm: fx.GraphModule) -> None:
