@@ -113,13 +113,14 @@ class DeviceProfile(_Config):
     sources: list[str] = Field(default_factory=list)
     notes: str | None = None
 
-    @model_validator(mode="after")
-    def _unique_pu_names(self) -> DeviceProfile:
-        names = [p.name for p in self.pus]
+    @field_validator("pus")
+    @classmethod
+    def _unique_pu_names(cls, pus: list[ProcessingUnit]) -> list[ProcessingUnit]:
+        names = [p.name for p in pus]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"PU names must be unique, got {', '.join(dupes)} more than once")
-        return self
+        return pus
 
     @property
     def fastest_pu(self) -> ProcessingUnit:
@@ -139,7 +140,10 @@ class DeviceProfile(_Config):
 
 
 class LinkProfile(_Config):
-    """A network link as the runtime emulates it: half the RTT plus serialisation time."""
+    """A network link as the runtime emulates it: half the RTT plus serialisation time.
+
+    `jitter_ms` is the delay spread an emulator may add; the cost model uses the mean delay.
+    """
 
     name: str = Field(min_length=1)
     bandwidth_mbps: float = Field(gt=0)
@@ -187,12 +191,18 @@ class Cluster(_Config):
     _base_dir: Path | None = PrivateAttr(default=None)
     _devices: dict[str, DeviceProfile] = PrivateAttr(default_factory=dict)
 
-    @model_validator(mode="after")
-    def _check_topology(self) -> Cluster:
-        names = [n.name for n in self.nodes]
+    @field_validator("nodes")
+    @classmethod
+    def _unique_node_names(cls, nodes: list[NodeSpec]) -> list[NodeSpec]:
+        names = [n.name for n in nodes]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"node names must be unique, got {', '.join(dupes)} more than once")
+        return nodes
+
+    @model_validator(mode="after")
+    def _check_links(self) -> Cluster:
+        names = [n.name for n in self.nodes]
         known = set(names)
         seen: set[frozenset[str]] = set()
         for i, spec in enumerate(self.links):
@@ -366,9 +376,7 @@ def _resolve(name_or_path: str | os.PathLike[str], kind: str, base_dir: Path | N
     looks_like_path = raw.endswith((".yaml", ".yml")) or os.sep in raw or "/" in raw
     if looks_like_path:
         path = Path(raw).expanduser()
-        if not path.is_absolute() and base_dir is not None and not path.exists():
-            path = base_dir / path
-        return path
+        return base_dir / path if base_dir is not None and not path.is_absolute() else path
     path = configs_dir() / kind / f"{raw}.yaml"
     if not path.exists():
         known = _list(kind)

@@ -1,0 +1,253 @@
+"""Device/link/cluster profiles: shipped YAML is valid and cited; every mistake is a one-line UserError."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from dnninfer.cost import (
+    Cluster,
+    DeviceProfile,
+    LinkProfile,
+    configs_dir,
+    list_clusters,
+    list_devices,
+    load_cluster,
+    load_device,
+)
+from dnninfer.errors import UserError
+
+SHIPPED_DEVICES = {"host", "rpi4", "odroid_xu4", "jetson_nano", "jetson_tx2"}
+SHIPPED_CLUSTERS = {"edge3", "hetero4", "local2"}
+
+GOOD_DEVICE = """\
+name: board
+description: test board
+pus:
+  - {name: cpu, kind: cpu, cores: 4, freq_ghz: 1.5, speed: 0.25, p_active_w: 3.7, p_idle_w: 0}
+p_board_idle_w: 2.7
+memory_mb: 4096
+sources: [here]
+"""
+
+
+def _write(folder: Path, name: str, text: str) -> Path:
+    path = folder / name
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+# -- shipped configs -------------------------------------------------------------------------------
+
+
+def test_configs_dir_is_the_repo_configs_folder():
+    assert (configs_dir() / "devices").is_dir() and (configs_dir() / "clusters").is_dir()
+
+
+def test_shipped_devices_and_clusters_are_listed():
+    assert set(list_devices()) >= SHIPPED_DEVICES
+    assert set(list_clusters()) >= SHIPPED_CLUSTERS
+
+
+@pytest.mark.parametrize("name", sorted(list_devices()))
+def test_every_shipped_device_loads_named_after_its_file(name):
+    dev = load_device(name)
+    assert dev.name == name
+    assert dev.pus and all(p.speed > 0 for p in dev.pus)
+
+
+@pytest.mark.parametrize("name", sorted(set(list_devices()) - {"host"}))
+def test_every_shipped_board_cites_sources(name):
+    dev = load_device(name)
+    assert dev.sources, f"{name}: sources must not be empty"
+    assert all(s.strip() for s in dev.sources)
+
+
+def test_host_is_the_speed_unit_and_states_its_power_is_assumed():
+    host = load_device("host")
+    assert host.pu().speed == 1.0 and host.pu().cores == 2
+    assert "ASSUMPTION" in (host.notes or "")
+
+
+def test_board_profiles_have_the_expected_processing_units():
+    assert [p.name for p in load_device("odroid_xu4").pus] == ["big", "little"]
+    assert {p.kind for p in load_device("jetson_nano").pus} == {"cpu", "gpu"}
+    tx2 = load_device("jetson_tx2")
+    assert {p.name: p.cores for p in tx2.pus} == {"denver": 2, "a57": 4, "gpu": 256}
+    assert load_device("rpi4").pu().cores == 4
+
+
+@pytest.mark.parametrize("name", sorted(list_clusters()))
+def test_every_shipped_cluster_resolves_devices_and_links_all_pairs(name):
+    cluster = load_cluster(name)
+    devices = cluster.devices()
+    assert set(devices) == set(cluster.node_names)
+    n = len(cluster.node_names)
+    assert len(cluster.link_map()) == n * (n - 1)  # every planner may move tensors between any pair
+
+
+def test_shipped_clusters_match_their_description():
+    edge3 = load_cluster("edge3")
+    assert sorted(d.name for d in edge3.devices().values()) == ["jetson_nano", "odroid_xu4", "rpi4"]
+    assert {(lk.bandwidth_mbps, lk.rtt_ms) for lk in edge3.link_map().values()} == {(50, 5)}
+    hetero = load_cluster("hetero4")
+    assert len(hetero.node_names) == 4 and "jetson_tx2" in {d.name for d in hetero.devices().values()}
+    bw = {lk.bandwidth_mbps for lk in hetero.link_map().values()}
+    assert min(bw) == 10 and max(bw) == 100 and len(bw) > 2
+    local = load_cluster("local2")
+    assert [d.name for d in local.devices().values()] == ["host", "host"]
+    assert local.link("n1", "n2").bandwidth_mbps == 100 and local.link("n2", "n1").rtt_ms == 2
+
+
+# -- behaviour -------------------------------------------------------------------------------------
+
+
+def test_transfer_s_is_half_rtt_plus_serialisation():
+    link = LinkProfile(name="l", bandwidth_mbps=8, rtt_ms=10, energy_nj_per_bit=0)
+    assert link.transfer_s(1_000_000) == pytest.approx(0.005 + 1.0)  # 8 Mbit over 8 Mbit/s
+    assert link.transfer_s(0) == pytest.approx(0.005)
+    with pytest.raises(ValueError):
+        link.transfer_s(-1)
+
+
+def _cluster(default: bool) -> Cluster:
+    fast = {"name": "fast", "bandwidth_mbps": 100, "rtt_ms": 1, "energy_nj_per_bit": 1}
+    slow = {"name": "slow", "bandwidth_mbps": 10, "rtt_ms": 20, "energy_nj_per_bit": 1}
+    return Cluster(
+        name="c",
+        nodes=[{"name": n, "device": "host"} for n in ("a", "b", "c")],
+        links=[{"a": "a", "b": "b", "link": fast}],
+        default_link=slow if default else None,
+    )
+
+
+def test_cluster_link_is_symmetric_and_falls_back_to_default():
+    c = _cluster(default=True)
+    assert c.link("a", "b").name == "fast" and c.link("b", "a").name == "fast"
+    assert c.link("a", "c").name == "slow"
+    assert c.transfer_s("a", "a", 10**9) == 0.0
+    assert c.transfer_s("b", "a", 1_250_000) == pytest.approx(0.0005 + 0.1)
+
+
+def test_cluster_link_without_default_is_a_user_error():
+    c = _cluster(default=False)
+    with pytest.raises(UserError, match="'a'-'c'"):
+        c.link("a", "c")
+    with pytest.raises(UserError, match="node 'zz'"):
+        c.link("a", "zz")
+    assert ("a", "c") not in c.link_map() and ("a", "b") in c.link_map()
+
+
+def test_device_pu_lookup_defaults_to_fastest_and_names_unknown():
+    dev = load_device("odroid_xu4")
+    assert dev.pu().name == "big" and dev.pu("little").name == "little"
+    with pytest.raises(UserError, match=r"'npu'.*big, little"):
+        dev.pu("npu")
+
+
+def test_configs_env_var_overrides_folder(tmp_path, monkeypatch):
+    (tmp_path / "devices").mkdir()
+    _write(tmp_path / "devices", "board.yaml", GOOD_DEVICE)
+    monkeypatch.setenv("DNNINFER_CONFIGS", str(tmp_path))
+    assert list_devices() == ["board"] and list_clusters() == []
+    assert load_device("board").pu().p_active_w == 3.7
+
+
+def test_cluster_device_paths_are_relative_to_the_cluster_file(tmp_path):
+    _write(tmp_path, "board.yaml", GOOD_DEVICE)
+    path = _write(tmp_path, "c.yaml", """\
+        name: c
+        nodes: [{name: a, device: board.yaml}, {name: b, device: host}]
+        default_link: {name: l, bandwidth_mbps: 10, rtt_ms: 1, energy_nj_per_bit: 0}
+        """)
+    cluster = load_cluster(path)
+    assert cluster.device("a").name == "board" and cluster.device("b").name == "host"
+
+
+def test_good_file_loads_negative_control(tmp_path):
+    """The bad-file tests below must fail for their one mistake, not because loading is broken."""
+    assert isinstance(load_device(_write(tmp_path, "ok.yaml", GOOD_DEVICE)), DeviceProfile)
+
+
+# -- every user mistake: one line naming the file and the field -------------------------------------
+
+BAD_DEVICES = {
+    "wrong_type": (GOOD_DEVICE.replace("cores: 4", "cores: four"), ["pus.0.cores", "integer", "'four'"]),
+    "missing_field": (GOOD_DEVICE.replace("memory_mb: 4096\n", ""), ["memory_mb", "missing"]),
+    "negative_power": (GOOD_DEVICE.replace("p_board_idle_w: 2.7", "p_board_idle_w: -1"),
+                       ["p_board_idle_w", ">= 0", "-1"]),
+    "bad_kind": (GOOD_DEVICE.replace("kind: cpu", "kind: tpu"), ["pus.0.kind", "'tpu'"]),
+    "unknown_key": (GOOD_DEVICE + "colour: red\n", ["colour", "unknown key"]),
+    "duplicate_pu": (GOOD_DEVICE.replace("p_board_idle_w:", "  - {name: cpu, kind: gpu, cores: 1, speed: 1, "
+                                         "p_active_w: 1}\np_board_idle_w:"), ["pus: PU names must be unique", "cpu"]),
+    "unknown_op_kind": (GOOD_DEVICE.replace("speed: 0.25", "speed: 0.25, op_speed: {convv: 2}"),
+                        ["pus.0.op_speed", "convv"]),
+    "syntax_error": (GOOD_DEVICE.replace("pus:", "pus: [unclosed"), ["line", "YAML"]),
+    "not_a_mapping": ("- just\n- a list\n", ["mapping", "list"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_DEVICES))
+def test_bad_device_file_is_one_line_user_error(tmp_path, case):
+    text, needles = BAD_DEVICES[case]
+    path = _write(tmp_path, f"{case}.yaml", text)
+    with pytest.raises(UserError) as info:
+        load_device(path)
+    msg = str(info.value)
+    assert "\n" not in msg
+    assert f"{case}.yaml" in msg
+    for needle in needles:
+        assert needle in msg, f"{needle!r} not in {msg!r}"
+
+
+BAD_CLUSTERS = {
+    "negative_bandwidth": ("""\
+        name: x
+        nodes: [{name: a, device: host}, {name: b, device: host}]
+        links: [{a: a, b: b, link: {name: l, bandwidth_mbps: -5, rtt_ms: 1, energy_nj_per_bit: 0}}]
+        """, ["links.0.link.bandwidth_mbps: expected a number > 0, got -5"]),
+    "unknown_device": ("""\
+        name: x
+        nodes: [{name: a, device: host}, {name: b, device: nosuchboard}]
+        """, ["nodes.1.device", "'nosuchboard'", "rpi4"]),
+    "link_to_unknown_node": ("""\
+        name: x
+        nodes: [{name: a, device: host}]
+        links: [{a: a, b: ghost, link: {name: l, bandwidth_mbps: 5, rtt_ms: 1, energy_nj_per_bit: 0}}]
+        """, ["links.0", "'ghost'"]),
+    "duplicate_node": ("""\
+        name: x
+        nodes: [{name: a, device: host}, {name: a, device: rpi4}]
+        """, ["nodes: node names must be unique", "a"]),
+    "missing_nodes": ("name: x\n", ["nodes", "missing"]),
+    "self_link": ("""\
+        name: x
+        nodes: [{name: a, device: host}]
+        links: [{a: a, b: a, link: {name: l, bandwidth_mbps: 5, rtt_ms: 1, energy_nj_per_bit: 0}}]
+        """, ["links.0", "two different nodes"]),
+    "syntax_error": ("name: x\nnodes: {a: [1, 2\n", ["line", "YAML"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CLUSTERS))
+def test_bad_cluster_file_is_one_line_user_error(tmp_path, case):
+    text, needles = BAD_CLUSTERS[case]
+    path = _write(tmp_path, f"{case}.yaml", text)
+    with pytest.raises(UserError) as info:
+        load_cluster(path)
+    msg = str(info.value)
+    assert "\n" not in msg
+    assert f"{case}.yaml" in msg
+    for needle in needles:
+        assert needle in msg, f"{needle!r} not in {msg!r}"
+
+
+def test_missing_file_and_unknown_name_are_user_errors(tmp_path):
+    with pytest.raises(UserError, match=r"nothere\.yaml: expected an existing YAML file"):
+        load_cluster(tmp_path / "nothere.yaml")
+    with pytest.raises(UserError, match=r"device 'rpi9': expected one of .*rpi4"):
+        load_device("rpi9")
+    with pytest.raises(UserError, match=r"cluster 'edge99': expected one of .*edge3"):
+        load_cluster("edge99")
