@@ -72,7 +72,8 @@ def layer_section(outdir: Path, quick: bool) -> tuple[ReportSection, dict]:
     host = [pred["host"][n.name] * 1e3 for n in nodes]
     ax3.scatter(ms, host, s=12, label="host: regression vs measured")
     for dev, color in (("rpi4", "#d65f5f"), ("jetson_nano", "#6acc64")):
-        ax3.scatter(ms, [pred[dev][n.name] * 1e3 for n in nodes], s=8, color=color, label=f"{dev} {load_device(dev).fastest_pu.name} (predicted)")
+        pu = load_device(dev).fastest_pu.name
+        ax3.scatter(ms, [pred[dev][n.name] * 1e3 for n in nodes], s=8, color=color, label=f"{dev} {pu} (predicted)")
     lo, hi = max(min(ms), 1e-4), max(max(ms), 1e-3)
     ax3.plot([lo, hi], [lo, hi], "k--", lw=0.8, label="y = x")
     ax3.set_xscale("log")
