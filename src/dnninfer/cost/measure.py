@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import fx
 
+from dnninfer.bench.env import cpu_model
 from dnninfer.graph import Graph
 from dnninfer.graph.core import COMPUTE_OPS
 
@@ -75,15 +76,7 @@ class LatencyProfile:
 
 
 def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                key, _, value = line.partition(":")
-                if key.strip() in ("model name", "Model", "Hardware") and value.strip():
-                    return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
+    return cpu_model() or platform.machine() or "unknown"
 
 
 def _env(threads: int) -> dict[str, Any]:
