@@ -134,17 +134,13 @@ def cmd_run(args: argparse.Namespace) -> None:
     """Split a model into K chain stages and run it for real, checking output equality."""
     import torch
 
+    from dnninfer.graph import equal_flops_chain
     from dnninfer.runtime import EMULATION_NOTE, RayRuntime, SimpleLink, run_inprocess
 
     loaded, g = _load_graph(args)
-    blocks = g.chain()
-    k = max(1, min(args.stages, len(blocks)))
-    flops = [b.flops for b in blocks]
-    total, acc, labels = sum(flops) or 1, 0, []
-    for f in flops:  # equal-FLOPs chain split: a neutral default, planners do better
-        labels.append(min(k - 1, int(k * acc / total)))
-        acc += f
-    stages = g.split(g.blocks_to_assignment(blocks, labels))
+    if args.stages < 1:
+        raise UserError(f"--stages: expected a positive integer, got {args.stages}")
+    stages = g.split(equal_flops_chain(g, min(args.stages, len(g.chain()))))
     placement = [f"node{i}" for i in range(len(stages))]
     link = SimpleLink(args.bandwidth_mbps, args.rtt_ms) if args.bandwidth_mbps else None
     with torch.no_grad():

@@ -3,9 +3,19 @@
 from dnninfer.graph.capture import capture, trace
 from dnninfer.graph.core import Block, Graph, NodeInfo, Stage
 from dnninfer.graph.flops import Rule, conv_flops, linear_flops
-from dnninfer.graph.split import run_stages, stage_order
+from dnninfer.graph.split import equal_flops_chain, run_stages, stage_order
 
 __all__ = [
-    "Block", "Graph", "NodeInfo", "Rule", "Stage", "capture", "conv_flops", "linear_flops",
-    "run_stages", "stage_order", "trace",
+    "Block",
+    "Graph",
+    "NodeInfo",
+    "Rule",
+    "Stage",
+    "capture",
+    "conv_flops",
+    "equal_flops_chain",
+    "linear_flops",
+    "run_stages",
+    "stage_order",
+    "trace",
 ]

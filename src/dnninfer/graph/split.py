@@ -27,6 +27,19 @@ def _check(graph: Graph, assignment: Mapping[str, int]) -> None:
         raise UserError(f"assignment: stage labels must be int, got {next(iter(bad.items()))}")
 
 
+def equal_flops_chain(graph: Graph, k: int) -> dict[str, int]:
+    """A neutral k-stage assignment: chain blocks in order, about 1/k of the FLOPs each.
+
+    Used by demos and runtime benches; real planners (partition/) choose their own cuts.
+    """
+    blocks = graph.chain()
+    total, acc, labels = sum(b.flops for b in blocks) or 1, 0, []
+    for b in blocks:
+        labels.append(min(k - 1, int(k * acc / total)))
+        acc += b.flops
+    return graph.blocks_to_assignment(blocks, labels)
+
+
 def stage_order(graph: Graph, assignment: Mapping[str, int]) -> list[int]:
     """Stage labels in an order that respects data dependencies (ties broken by label).
 

@@ -21,16 +21,6 @@ QUICK_MODELS = ("digits_cnn", "resnet18")
 FULL_MODELS = ("digits_cnn", "resnet18", "mobilenet_v2", "googlenet")
 
 
-def equal_flops_split(graph, k: int) -> list:
-    """Chain blocks labelled so each of k stages gets about 1/k of the FLOPs."""
-    blocks = graph.chain()
-    total, acc, labels = sum(b.flops for b in blocks) or 1, 0, []
-    for b in blocks:
-        labels.append(min(k - 1, int(k * acc / total)))
-        acc += b.flops
-    return graph.split(graph.blocks_to_assignment(blocks, labels))
-
-
 def _max_err(a: Any, b: Any) -> float:
     return max((x - y).abs().max().item() for x, y in zip(pytree.tree_leaves(a), pytree.tree_leaves(b), strict=True))
 
@@ -38,7 +28,7 @@ def _max_err(a: Any, b: Any) -> float:
 @register_system("runtime", description="split-model runtime overhead: whole vs in-process stages vs Ray actors")
 def bench_runtime(args: BenchArgs) -> dict[str, Any]:
     from dnninfer import zoo
-    from dnninfer.graph import capture
+    from dnninfer.graph import capture, equal_flops_chain
     from dnninfer.runtime import RayRuntime, run_inprocess
 
     models = QUICK_MODELS if args.quick else FULL_MODELS
@@ -49,7 +39,7 @@ def bench_runtime(args: BenchArgs) -> dict[str, Any]:
             model = zoo.build_model(name, seed=args.seed)
             inputs = zoo.example_inputs(name, seed=args.seed)
             g = capture(model, inputs, name=name)
-            stages = equal_flops_split(g, 3)
+            stages = g.split(equal_flops_chain(g, 3))
             placement = [f"n{i}" for i in range(len(stages))]
             rt.deploy(stages, placement)
             ref = model(*inputs)
