@@ -189,19 +189,6 @@ BAD_DEVICES = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(BAD_DEVICES))
-def test_bad_device_file_is_one_line_user_error(tmp_path, case):
-    text, needles = BAD_DEVICES[case]
-    path = _write(tmp_path, f"{case}.yaml", text)
-    with pytest.raises(UserError) as info:
-        load_device(path)
-    msg = str(info.value)
-    assert "\n" not in msg
-    assert f"{case}.yaml" in msg
-    for needle in needles:
-        assert needle in msg, f"{needle!r} not in {msg!r}"
-
-
 BAD_CLUSTERS = {
     "negative_bandwidth": ("""\
         name: x
@@ -231,12 +218,17 @@ BAD_CLUSTERS = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(BAD_CLUSTERS))
-def test_bad_cluster_file_is_one_line_user_error(tmp_path, case):
-    text, needles = BAD_CLUSTERS[case]
+BAD_FILES = [(load_device, case, *v) for case, v in sorted(BAD_DEVICES.items())] + [
+    (load_cluster, case, *v) for case, v in sorted(BAD_CLUSTERS.items())
+]
+
+
+@pytest.mark.parametrize(("loader", "case", "text", "needles"), BAD_FILES,
+                         ids=[f"{f.__name__}-{c}" for f, c, _, _ in BAD_FILES])
+def test_bad_config_file_is_one_line_user_error(tmp_path, loader, case, text, needles):
     path = _write(tmp_path, f"{case}.yaml", text)
     with pytest.raises(UserError) as info:
-        load_cluster(path)
+        loader(path)
     msg = str(info.value)
     assert "\n" not in msg
     assert f"{case}.yaml" in msg

@@ -59,6 +59,12 @@ def _known_kinds() -> frozenset[str]:
     return frozenset({r.kind for r in NAME_RULES.values()} | {r.kind for _, r in MODULE_RULES})
 
 
+
+def _require_unique(names: list[str], what: str) -> None:
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"{what} names must be unique, got {', '.join(dupes)} more than once")
+
 class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -116,10 +122,7 @@ class DeviceProfile(_Config):
     @field_validator("pus")
     @classmethod
     def _unique_pu_names(cls, pus: list[ProcessingUnit]) -> list[ProcessingUnit]:
-        names = [p.name for p in pus]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"PU names must be unique, got {', '.join(dupes)} more than once")
+        _require_unique([p.name for p in pus], "PU")
         return pus
 
     @property
@@ -194,10 +197,7 @@ class Cluster(_Config):
     @field_validator("nodes")
     @classmethod
     def _unique_node_names(cls, nodes: list[NodeSpec]) -> list[NodeSpec]:
-        names = [n.name for n in nodes]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"node names must be unique, got {', '.join(dupes)} more than once")
+        _require_unique([n.name for n in nodes], "node")
         return nodes
 
     @model_validator(mode="after")
