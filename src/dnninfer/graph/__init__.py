@@ -1,6 +1,6 @@
 """Graph capture: one torch.fx DAG per model with shapes, bytes, parameters and FLOPs per node."""
 
-from dnninfer.graph.capture import capture, trace
+from dnninfer.graph.capture import annotate, capture, trace
 from dnninfer.graph.core import Block, Graph, NodeInfo, Stage
 from dnninfer.graph.flops import Rule, conv_flops, linear_flops
 from dnninfer.graph.split import equal_flops_chain, run_stages, stage_order
@@ -11,6 +11,7 @@ __all__ = [
     "NodeInfo",
     "Rule",
     "Stage",
+    "annotate",
     "capture",
     "conv_flops",
     "equal_flops_chain",

@@ -149,9 +149,29 @@ def capture(
     model.eval()  # inference graphs: BN uses running stats, dropout is off (the graph shares modules)
     gm, method = trace(model, example_inputs)
     flat_inputs = pytree.tree_leaves(example_inputs) if method == "export" else list(example_inputs)
+    return annotate(gm, flat_inputs, flops_rules=flops_rules, method=method,
+                    name=name or type(model).__name__, param_count=sum(p.numel() for p in model.parameters()))
+
+
+def annotate(
+    gm: fx.GraphModule,
+    example_inputs: Sequence[Any],
+    *,
+    flops_rules: Mapping[Any, Rule] | None = None,
+    method: str = "fx",
+    name: str = "model",
+    param_count: int | None = None,
+) -> Graph:
+    """Annotate an existing GraphModule without re-tracing it, so node names survive.
+
+    For graph rewrites (partition/tiles.py builds a spatially tiled copy of a model): the
+    rewritten module keeps the original node names, so plans can refer to them.
+    """
+    if method == "fx":  # exported modules refuse eval(); they are already inference graphs
+        gm.eval()
     with torch.no_grad():
-        _Annotator(gm, flops_rules).run(*flat_inputs)
+        _Annotator(gm, flops_rules).run(*example_inputs)
     nodes = {n.name: n.meta[META_KEY] for n in gm.graph.nodes}
-    param_count = sum(p.numel() for p in model.parameters())
-    return Graph(gm, nodes, flat_inputs, method=method, param_count=param_count,
-                 name=name or type(model).__name__)
+    if param_count is None:
+        param_count = sum(p.numel() for p in gm.parameters())
+    return Graph(gm, nodes, list(example_inputs), method=method, param_count=param_count, name=name)
