@@ -26,7 +26,11 @@ from dnninfer.runtime.common import (
 
 
 class NodeFailure(RuntimeError):
-    """A stage failed or its node died; the message names the node."""
+    """A stage failed or its node died; the message names the node, `node` holds its name."""
+
+    def __init__(self, message: str, node: str | None = None) -> None:
+        super().__init__(message)
+        self.node = node
 
 
 class _NodeWorker:
@@ -160,11 +164,12 @@ class RayRuntime:
             except RayTaskError as e:
                 cause = e.cause if getattr(e, "cause", None) is not None else e
                 raise NodeFailure(f"stage {st.index} on node {node!r} failed: {type(cause).__name__}: "
-                                  f"{str(cause).strip().splitlines()[-1] if str(cause).strip() else ''}") from None
+                                  f"{str(cause).strip().splitlines()[-1] if str(cause).strip() else ''}",
+                                  node) from None
             except RayActorError:
-                raise NodeFailure(f"node {node!r} is unreachable: its actor died (stage {st.index})") from None
+                raise NodeFailure(f"node {node!r} is unreachable: its actor died (stage {st.index})", node) from None
             except GetTimeoutError:
-                raise NodeFailure(f"node {node!r} did not answer within {timeout_s}s (stage {st.index})") from None
+                raise NodeFailure(f"node {node!r} did not answer within {timeout_s}s (stage {st.index})", node) from None
         env: dict[str, Any] = dict(zip(graph.input_names, inputs, strict=True))
         for r in done.values():
             env.update(r["values"])
