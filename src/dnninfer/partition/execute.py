@@ -73,18 +73,28 @@ def materialize(plan: Plan, cm: CostModel) -> Deployment:
             sid += 1
         return extra[kind]
 
-    # scatter nodes run where their input lives; gather nodes where their first reader runs
-    for tiling in tilings.values():
+    # scatter nodes run where their input lives; gather nodes where their first reader runs, except
+    # a gather that only feeds the next tiling's scatter: it gets a join stage on that part's target
+    for i, tiling in tilings.items():
         for nodes in tiling.scatter:
             for n in nodes:
                 src = next(a for a in graph.nodes[n].inputs if graph.nodes[a].op != "get_attr")
-                assignment[n] = source_stage("scatter") if graph.nodes[src].op == "placeholder" else assignment[src]
+                if graph.nodes[src].op == "placeholder":
+                    assignment[n] = source_stage("scatter")
+                elif src in assignment:
+                    assignment[n] = assignment[src]
+                else:
+                    assignment[src] = assignment[n] = sid
+                    place[sid] = str(plan.parts[i].targets[0])
+                    sid += 1
     readers: dict[str, list[str]] = {}
     for info in graph.nodes.values():
         for src in info.inputs:
             readers.setdefault(src, []).append(info.name)
     for tiling in tilings.values():
         for n in tiling.gather:
+            if n in assignment:
+                continue
             first = next((r for r in readers.get(n, []) if r in assignment), None)
             assignment[n] = assignment[first] if first is not None else source_stage("gather")
     stages = graph.split(assignment)

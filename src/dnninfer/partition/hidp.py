@@ -35,7 +35,7 @@ from dnninfer.partition.common import feasible_nodes, single
 from dnninfer.partition.costmodel import CostModel
 from dnninfer.partition.layerwise import chain_dp, dp_parts
 from dnninfer.partition.plan import Part, Plan, evaluate
-from dnninfer.partition.spatial import balance, cut_candidates, region, row_local_prefix, spatial_parts
+from dnninfer.partition.spatial import balance, cut_candidates, region, row_local_prefix, spatial_parts, tile_rows
 
 REFINE_TOP = 6  # global candidates refined by the local level, best first
 
@@ -182,15 +182,24 @@ def _alternatives(cm: CostModel, part: Part, objective: str) -> list[tuple[list[
             start = None
     if runs:
         a, z = max(runs, key=lambda r: sum(cm.blocks[b].flops for b in range(r[0], r[1] + 1)))
+        before = [Part(region(cm, first, a - 1), (best_pu,), role="layer")] if a > first else []
+        after = [Part(region(cm, z + 1, last), (best_pu,), role="layer")] if z < last else []
+        over = ", ".join(t.pu for t in pus)
         nodes = region(cm, a, z)
-        shares = balance(cm, nodes, pus, node, node)
-        pieces = []
-        if a > first:
-            pieces.append(Part(region(cm, first, a - 1), (best_pu,), role="layer"))
-        pieces.append(Part(nodes, tuple(pus), shares, role="local-tiles"))
-        if z < last:
-            pieces.append(Part(region(cm, z + 1, last), (best_pu,), role="layer"))
-        out.append((pieces, f"intra-layer row split of blocks {a}-{z} over {', '.join(t.pu for t in pus)}"))
+        if tile_rows(cm, nodes) >= len(pus):
+            fused = Part(nodes, tuple(pus), balance(cm, nodes, pus, node, node), role="local-tiles")
+            out.append((before + [fused] + after, f"intra-layer row split of blocks {a}-{z} (fused) over {over}"))
+        # block by block: halos stay one block deep, at the price of a join (sync) per block
+        per_block = []
+        for b in range(a, z + 1):
+            nodes_b = region(cm, b, b)
+            if tile_rows(cm, nodes_b) < len(pus):
+                break
+            per_block.append(Part(nodes_b, tuple(pus), balance(cm, nodes_b, pus, node, node), role="local-tiles"))
+        else:
+            if z > a:
+                out.append((before + per_block + after,
+                            f"intra-layer row split of blocks {a}-{z} (block by block) over {over}"))
     # inter-layer: pipeline the part's blocks across the PUs
     if last > first:
         comp = [[cm.block_s(b, t) for b in range(first, last + 1)] for t in pus]

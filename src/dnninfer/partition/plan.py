@@ -30,6 +30,7 @@ from dnninfer.partition.costmodel import CostModel, Target
 Objective = Literal["latency", "energy", "throughput"]
 OBJECTIVES: tuple[str, ...] = ("latency", "energy", "throughput")
 SOURCE = -1  # producer id of the model inputs (they live on the source node)
+JOIN = -1  # `SimStage.tile` of the stage that joins one tiled part's rows before the next splits them
 
 
 @dataclass(frozen=True)
@@ -183,12 +184,16 @@ def build_stages(cm: CostModel, parts: Sequence[Part]) -> tuple[list[SimStage], 
         if p.tiled:
             tc = tile_info[i]
             entry_total = sum(g.nodes[v].out_bytes for v in entries) or 1
-            for t, sid in enumerate(part_sids[i]):
-                for v in entries:
-                    share = g.nodes[v].out_bytes / entry_total
-                    for src, frac in senders(v):
-                        if src != SOURCE and stages[src].tile is not None:
-                            raise ValueError(f"parts {owner[v]} and {i}: two tiled parts cannot feed each other")
+            for v in entries:
+                share = g.nodes[v].out_bytes / entry_total
+                sources = senders(v)
+                if len(sources) > 1:  # tiles feeding tiles: join the rows on this part's first target
+                    join = SimStage(len(stages), i, JOIN, p.targets[0], 0.0,
+                                    {src: g.nodes[v].out_bytes * frac for src, frac in sources})
+                    stages.append(join)
+                    sources = [(join.sid, 1.0)]
+                for t, sid in enumerate(part_sids[i]):
+                    for src, frac in sources:
                         stages[sid].inputs[src] = stages[sid].inputs.get(src, 0.0) + tc.in_bytes[t] * share * frac
         else:
             sid = part_sids[i][0]
@@ -239,13 +244,22 @@ def evaluate(cm: CostModel, parts: Sequence[Part], *, strategy: str, objective: 
         transfers.append((a, b, nbytes))
         return start + cm.transfer_s(a, b, nbytes)
 
+    # One message per (producer, destination node): the PUs of a node share what it receives.
+    batch: dict[tuple[int, str], float] = defaultdict(float)
+    for st in stages:
+        for src, nbytes in st.inputs.items():
+            batch[(src, st.target.node)] += nbytes
+    arrived: dict[tuple[int, str], float] = {}
     for sid in _order(stages):
         st = stages[sid]
         ready, wait_in = 0.0, 0.0
-        for src, nbytes in st.inputs.items():
+        for src in st.inputs:
             a = src_node if src == SOURCE else stages[src].target.node
             t0 = 0.0 if src == SOURCE else stages[src].finish_s
-            arrive = send(a, st.target.node, t0, nbytes)
+            key = (src, st.target.node)
+            if key not in arrived:
+                arrived[key] = send(a, st.target.node, t0, batch[key])
+            arrive = arrived[key]
             wait_in = max(wait_in, arrive - t0)
             ready = max(ready, arrive)
         key = (st.target.node, st.target.pu)
@@ -256,7 +270,7 @@ def evaluate(cm: CostModel, parts: Sequence[Part], *, strategy: str, objective: 
         p = parts[st.part]
         rows.append({
             "stage": sid, "part": st.part, "role": p.role, "target": str(st.target), "lanes": st.target.lanes,
-            "tile": st.tile, "nodes": len(p.nodes), "first": p.nodes[0], "last": p.nodes[-1],
+            "tile": "join" if st.tile == JOIN else st.tile, "nodes": 0 if st.tile == JOIN else len(p.nodes), "first": p.nodes[0], "last": p.nodes[-1],
             "in_bytes": int(sum(st.inputs.values())), "transfer_ms": wait_in * 1e3,
             "compute_ms": st.compute_s * 1e3, "start_ms": st.start_s * 1e3, "finish_ms": st.finish_s * 1e3,
         })
