@@ -16,7 +16,7 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser("partition", help="partition a model across a cluster (HiDP and baselines)")
     _model_args(p)
     p.add_argument("--cluster", default="edge3", help="cluster config name or YAML path (see configs/clusters)")
-    p.add_argument("--strategy", default="hidp", choices=list(STRATEGIES) + ["all"],
+    p.add_argument("--strategy", default="hidp", choices=[*STRATEGIES, "all"],
                    help="planner; 'all' compares every strategy")
     p.add_argument("--objective", default="latency", choices=list(OBJECTIVES))
     p.add_argument("--source", default=None, help="node where inputs arrive (default: the first node)")
@@ -29,7 +29,7 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(func=cmd_partition)
 
 
-def _cost_model(args: argparse.Namespace):  # noqa: ANN202 - (loaded, CostModel)
+def _cost_model(args: argparse.Namespace) -> tuple[Any, Any]:
     from dnninfer.cli import _load_graph
     from dnninfer.cost import load_cluster
     from dnninfer.partition.costmodel import CostModel

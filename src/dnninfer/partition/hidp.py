@@ -188,7 +188,7 @@ def _alternatives(cm: CostModel, part: Part, objective: str) -> list[tuple[list[
         nodes = region(cm, a, z)
         if tile_rows(cm, nodes) >= len(pus):
             fused = Part(nodes, tuple(pus), balance(cm, nodes, pus, node, node), role="local-tiles")
-            out.append((before + [fused] + after, f"intra-layer row split of blocks {a}-{z} (fused) over {over}"))
+            out.append(([*before, fused, *after], f"intra-layer row split of blocks {a}-{z} (fused) over {over}"))
         # block by block: halos stay one block deep, at the price of a join (sync) per block
         per_block = []
         for b in range(a, z + 1):

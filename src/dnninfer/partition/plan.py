@@ -270,7 +270,8 @@ def evaluate(cm: CostModel, parts: Sequence[Part], *, strategy: str, objective: 
         p = parts[st.part]
         rows.append({
             "stage": sid, "part": st.part, "role": p.role, "target": str(st.target), "lanes": st.target.lanes,
-            "tile": "join" if st.tile == JOIN else st.tile, "nodes": 0 if st.tile == JOIN else len(p.nodes), "first": p.nodes[0], "last": p.nodes[-1],
+            "tile": "join" if st.tile == JOIN else st.tile, "nodes": 0 if st.tile == JOIN else len(p.nodes),
+            "first": p.nodes[0], "last": p.nodes[-1],
             "in_bytes": int(sum(st.inputs.values())), "transfer_ms": wait_in * 1e3,
             "compute_ms": st.compute_s * 1e3, "start_ms": st.start_s * 1e3, "finish_ms": st.finish_s * 1e3,
         })

@@ -169,7 +169,8 @@ class RayRuntime:
             except RayActorError:
                 raise NodeFailure(f"node {node!r} is unreachable: its actor died (stage {st.index})", node) from None
             except GetTimeoutError:
-                raise NodeFailure(f"node {node!r} did not answer within {timeout_s}s (stage {st.index})", node) from None
+                raise NodeFailure(f"node {node!r} did not answer within {timeout_s}s (stage {st.index})",
+                                  node) from None
         env: dict[str, Any] = dict(zip(graph.input_names, inputs, strict=True))
         for r in done.values():
             env.update(r["values"])
