@@ -8,10 +8,10 @@ thread, `cost.measure.profile`) or, for fast tests, from a FLOPs/bytes estimate;
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Literal
+from typing import Any, Literal
 
 from dnninfer.cost.profiles import Cluster, DeviceProfile, LinkProfile
 from dnninfer.errors import UserError
@@ -61,6 +61,7 @@ class CostModel:
         self.devices: dict[str, DeviceProfile] = cluster.devices()
         self._kind = {n.name: n.kind for n in graph.compute_nodes()}
         self._block_cache: dict[tuple[int, Target], float] = {}
+        self._memo: dict[Any, Any] = {}
 
     @classmethod
     def build(cls, graph: Graph, cluster: Cluster, *, host: HostEstimate = "measure", source: str | None = None,
@@ -75,6 +76,12 @@ class CostModel:
         else:
             raise UserError(f"host estimate {host!r}: expected 'measure' or 'flops'")
         return cls(graph, cluster, host_s, source=source, sync_s=sync_s)
+
+    def memo(self, key: Any, compute: Callable[[], Any]) -> Any:
+        """Compute once per cost model (plans of baselines that HiDP also seeds its search with)."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
 
     def with_cluster(self, cluster: Cluster, source: str | None = None) -> CostModel:
         """Same graph and host times on another cluster (a bandwidth sweep, a node lost)."""

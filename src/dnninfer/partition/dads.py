@@ -308,6 +308,19 @@ def brute_force(
 # -- planner -------------------------------------------------------------------------------------
 
 
+def _cut_with(cm: CostModel, server: str) -> CutResult:
+    """The min-cut between the source and `server` (it does not depend on the objective)."""
+    g = cm.graph
+    dag = g.nx.subgraph(list(g.input_names) + [n.name for n in g.compute_nodes()]).copy()
+    local, remote = cm.default_target(cm.source), cm.default_target(server)
+    local_s = {v: (0.0 if v in g.input_names else cm.seconds([v], local)) for v in dag.nodes}
+    remote_s = {v: (math.inf if v in g.input_names else cm.seconds([v], remote)) for v in dag.nodes}
+    up_s = {v: cm.transfer_s(cm.source, server, g.nodes[v].out_bytes) for v in dag.nodes}
+    down_s = {v: cm.transfer_s(server, cm.source, g.nodes[v].out_bytes) for v in dag.nodes}
+    returns = [n.name for n in g.output_node.all_input_nodes]
+    return min_cut(dag, local_s, remote_s, up_s, down_s, pinned_local=g.input_names, returns=returns)
+
+
 def plan_dads(cm: CostModel, objective: str = "latency") -> Plan:
     """DADS between the source and the best other node: one min-cut of the whole DAG per server.
 
@@ -317,22 +330,14 @@ def plan_dads(cm: CostModel, objective: str = "latency") -> Plan:
     from dnninfer.partition.common import best
     from dnninfer.partition.plan import Part, evaluate
 
-    g = cm.graph
-    compute = [n.name for n in g.compute_nodes()]
-    dag = g.nx.subgraph(list(g.input_names) + compute).copy()
+    compute = [n.name for n in cm.graph.compute_nodes()]
     local = cm.default_target(cm.source)
-    returns = [n.name for n in g.output_node.all_input_nodes]
     plans = []
     for server in (n for n in cm.nodes if n != cm.source):
-        remote = cm.default_target(server)
-        local_s = {v: (0.0 if v in g.input_names else cm.seconds([v], local)) for v in dag.nodes}
-        remote_s = {v: (math.inf if v in g.input_names else cm.seconds([v], remote)) for v in dag.nodes}
-        up_s = {v: cm.transfer_s(cm.source, server, g.nodes[v].out_bytes) for v in dag.nodes}
-        down_s = {v: cm.transfer_s(server, cm.source, g.nodes[v].out_bytes) for v in dag.nodes}
-        cut = min_cut(dag, local_s, remote_s, up_s, down_s, pinned_local=g.input_names, returns=returns)
+        cut = cm.memo(("dads-cut", server), lambda s=server: _cut_with(cm, s))
         here = tuple(v for v in compute if v not in cut.remote)
         there = tuple(v for v in compute if v in cut.remote)
-        parts = [Part(p, (t,)) for p, t in ((here, local), (there, remote)) if p]
+        parts = [Part(p, (t,)) for p, t in ((here, local), (there, cm.default_target(server))) if p]
         if not all(cm.fits(p.targets[0].node, p.nodes) for p in parts):
             continue
         plans.append(evaluate(cm, parts, strategy="dads", objective=objective, mode="layer",

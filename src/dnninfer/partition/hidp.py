@@ -41,12 +41,12 @@ REFINE_TOP = 6  # global candidates refined by the local level, best first
 
 
 def _baselines(cm: CostModel, objective: str) -> list[Plan]:
-    from dnninfer.partition.strategies import BASELINES
+    from dnninfer.partition.strategies import BASELINES, plan
 
     out = []
-    for fn in BASELINES.values():
+    for name in BASELINES:
         try:
-            out.append(fn(cm, objective))
+            out.append(plan(cm, name, objective))
         except UserError:
             continue  # a baseline with no feasible plan here (e.g. no spatial prefix)
     return out
@@ -103,7 +103,7 @@ def _global_candidates(cm: CostModel, objective: str, local: bool) -> list[tuple
     # DAG cut
     if len(cm.nodes) > 1:
         try:
-            p = plan_dads(cm, objective)
+            p = cm.memo(("plan", "dads", objective), lambda: plan_dads(cm, objective))
             out.append((evaluate(cm, p.parts, strategy="hidp", objective=objective, mode="layer",
                                  reason="DAG min-cut " + p.reason), False))
         except UserError:

@@ -51,7 +51,7 @@ STRATEGIES: dict[str, Planner] = {
 
 
 def plan(cm: CostModel, strategy: str = "hidp", objective: str = "latency") -> Plan:
-    """Plan with a strategy by name."""
+    """Plan with a strategy by name (memoised per cost model: planners are deterministic)."""
     if strategy not in STRATEGIES:
         raise UserError(f"strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
-    return STRATEGIES[strategy](cm, objective)
+    return cm.memo(("plan", strategy, objective), lambda: STRATEGIES[strategy](cm, objective))

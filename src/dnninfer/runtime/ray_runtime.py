@@ -45,6 +45,11 @@ class _NodeWorker:
     def ping(self) -> str:
         return self.node
 
+    def load(self, stages: dict[int, Any], links: Links) -> str:
+        """Swap in new stages (a re-plan) without restarting the actor's process."""
+        self.stages, self.links = stages, links
+        return self.node
+
     def run(self, label: int, names: list[str], sources: list[str], *envs: dict[str, Any]) -> dict[str, Any]:
         import torch
 
@@ -117,20 +122,29 @@ class RayRuntime:
 
     def deploy(self, stages: Sequence[Stage], placement: Mapping[int, str] | Sequence[str],
                links: Links = None) -> dict[int, str]:
-        """Create one actor per node holding its stages; returns the checked placement."""
+        """One actor per node holding its stages; returns the checked placement.
+
+        Actors of nodes that stay in the placement are reused (their stages swapped), so a
+        re-plan costs a message, not a process start; actors of nodes left out are stopped.
+        """
         import ray
 
         place = check_placement(stages, placement)
         worker = ray.remote(_NodeWorker)
-        for a in self.actors.values():
-            ray.kill(a)
-        self.actors = {}
-        for node in dict.fromkeys(place.values()):
+        nodes = list(dict.fromkeys(place.values()))
+        for node in [n for n in self.actors if n not in nodes]:
+            ray.kill(self.actors.pop(node))
+        calls = []
+        for node in nodes:
             mine = {st.index: st for st in stages if place[st.index] == node}
-            self.actors[node] = worker.options(num_cpus=self.cpus_per_node, name=None).remote(
-                node, mine, self.threads, links)
+            if node in self.actors:
+                calls.append(self.actors[node].load.remote(mine, links))
+            else:
+                self.actors[node] = worker.options(num_cpus=self.cpus_per_node, name=None).remote(
+                    node, mine, self.threads, links)
+                calls.append(self.actors[node].ping.remote())
         try:
-            ray.get([a.ping.remote() for a in self.actors.values()], timeout=120)
+            ray.get(calls, timeout=120)
         except Exception as e:  # any failure to start is a node failure
             raise NodeFailure(f"could not start actors: {type(e).__name__}: {e}".splitlines()[0]) from None
         self._stages, self._place, self._links = list(stages), place, links
@@ -193,4 +207,4 @@ class RayRuntime:
         """Stop one node's actor (failure injection for tests and re-planning demos)."""
         import ray
 
-        ray.kill(self.actors[node])
+        ray.kill(self.actors[node])  # the handle stays, as after a real crash: calls on it fail
