@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from dnninfer.errors import UserError
@@ -57,7 +58,7 @@ def cmd_partition(args: argparse.Namespace) -> None:
         except UserError as e:
             if len(names) == 1:
                 raise
-            print(f"dnninfer: {name}: skipped: {e}")
+            print(f"dnninfer: {name}: skipped: {e}", file=sys.stderr)
     if not plans:
         raise UserError("no strategy found a feasible plan")
     chosen = plans[0]

@@ -19,7 +19,10 @@ from dnninfer.runtime.common import Link, RunResult
 
 
 class _SameNode:
-    """PUs of one board share memory: moving a tensor between them costs no link time."""
+    """PUs of one board share memory: moving a tensor between them costs no link time and is
+    not a network transfer (`local`: the runtimes do not record it)."""
+
+    local = True
 
     def transfer_s(self, nbytes: int) -> float:
         return 0.0
@@ -99,13 +102,14 @@ def materialize(plan: Plan, cm: CostModel) -> Deployment:
             assignment[n] = assignment[first] if first is not None else source_stage("gather")
     stages = graph.split(assignment)
     links: dict[tuple[str, str], Link] = {}
-    names = list(dict.fromkeys([cm.source, *place.values()]))
+    source = at_source  # the inputs live in the source node's default PU
+    names = list(dict.fromkeys([source, *place.values()]))
     for a in names:
         for b in names:
             na, nb = a.split("/", 1)[0], b.split("/", 1)[0]
             if a != b:
                 links[(a, b)] = _SameNode() if na == nb else cm.cluster.link(na, nb)
-    return Deployment(graph, stages, {st.index: place[st.index] for st in stages}, links, cm.source)
+    return Deployment(graph, stages, {st.index: place[st.index] for st in stages}, links, source)
 
 
 def run_plan(plan: Plan, cm: CostModel, inputs: Sequence[Any], *, runtime: Any = None, sleep: bool = True,

@@ -97,6 +97,8 @@ def _global_candidates(cm: CostModel, objective: str, local: bool) -> list[tuple
         except UserError:
             continue
         parts = dp_parts(cm, cm.nodes, dp, cm.default_target)
+        if not _fits(cm, parts):
+            continue
         used = " -> ".join(cm.nodes[d] for d, _, _ in dp.stages)
         out.append((evaluate(cm, parts, strategy="hidp", objective=objective, mode="layer",
                              reason=f"{dp_objective} chain DP on {label}: {used}"), label == "all PUs"))
@@ -126,6 +128,8 @@ def _global_candidates(cm: CostModel, objective: str, local: bool) -> list[tuple
                         reason=f"{mode}: rows of blocks 0-{last} over {', '.join(subset)}, tail on {tail}"), False))
     # the rivals' own plans
     for p in _baselines(cm, objective):
+        if not _fits(cm, p.parts):
+            continue
         out.append((evaluate(cm, p.parts, strategy="hidp", objective=objective, mode=p.mode,
                              reason=f"{p.strategy}'s plan: {p.reason}"), False))
     return out

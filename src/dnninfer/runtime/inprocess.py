@@ -34,6 +34,8 @@ def incoming(
     out = []
     for src, nbytes in by_src.items():
         link = link_between(links, src, node)
+        if getattr(link, "local", False):  # shared memory between PUs of one board: no transfer
+            continue
         out.append(Transfer(src, node, nbytes, link.transfer_s(nbytes) if link else 0.0))
     return out
 

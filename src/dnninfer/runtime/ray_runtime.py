@@ -191,7 +191,7 @@ class RayRuntime:
         back: list[Transfer] = []
         for name in (n.name for n in graph.output_node.all_input_nodes):
             link = link_between(links, where[name], source)
-            if link is not None:
+            if link is not None and not getattr(link, "local", False):
                 nbytes = tensor_bytes(env[name])
                 back.append(Transfer(where[name], source, nbytes, link.transfer_s(nbytes)))
         time.sleep(max((h.delay_s for h in back), default=0.0))
