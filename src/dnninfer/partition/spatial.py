@@ -11,29 +11,28 @@ fixed-point iteration on the tile finishing times).
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
-from functools import lru_cache
 
 from dnninfer.graph import Graph
 from dnninfer.partition.costmodel import CostModel, Target
 from dnninfer.partition.plan import Part
 
+_PREFIX: weakref.WeakKeyDictionary[Graph, int] = weakref.WeakKeyDictionary()  # no graph kept alive
+
 
 def row_local_prefix(cm: CostModel) -> int:
     """How many leading chain blocks form one row-local region (0: spatial mode does not apply)."""
-    return _prefix(cm.graph)
-
-
-@lru_cache(maxsize=64)
-def _prefix(graph: Graph) -> int:  # lru_cache hashes the Graph by identity
     from dnninfer.partition.tiles import row_local_blocks
 
-    n = 0
-    for ok in row_local_blocks(graph):
-        if not ok:
-            break
-        n += 1
-    return n
+    if cm.graph not in _PREFIX:
+        n = 0
+        for ok in row_local_blocks(cm.graph):
+            if not ok:
+                break
+            n += 1
+        _PREFIX[cm.graph] = n
+    return _PREFIX[cm.graph]
 
 
 def region(cm: CostModel, first: int, last: int) -> tuple[str, ...]:
