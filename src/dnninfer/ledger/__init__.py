@@ -1,0 +1,1 @@
+"""A small, real blockchain for B-DT: signed inference receipts, reputation-as-stake PoW, SQLite."""
