@@ -14,7 +14,8 @@ is rounded to `RHO_DIGITS` decimals whenever it is stored or hashed, so replay i
 
 from __future__ import annotations
 
-from decimal import ROUND_FLOOR, Decimal
+import math
+from fractions import Fraction
 
 MAX_TARGET = 2**256 - 1
 HASH_SPACE = 2**256
@@ -39,8 +40,8 @@ def stake_target(t0: int, kappa: float, rho: float) -> int:
         raise ValueError(f"t0 must be in 1..2^256-1, got {t0}")
     if kappa < 0 or rho < 0:
         raise ValueError(f"kappa and rho must be >= 0, got {kappa}, {rho}")
-    scale = Decimal(1) + Decimal(repr(float(kappa))) * Decimal(repr(round_rho(rho)))
-    return min(MAX_TARGET, int((Decimal(t0) * scale).to_integral_value(rounding=ROUND_FLOOR)))
+    scale = 1 + Fraction(float(kappa)) * Fraction(round_rho(rho))  # exact: floats are dyadic rationals
+    return min(MAX_TARGET, math.floor(t0 * scale))
 
 
 def success_probability(target: int) -> float:
