@@ -1,0 +1,282 @@
+"""The ledger state machine: validate blocks, track every branch, pick the heaviest chain.
+
+The `Ledger` keeps every valid block by hash (so forks are kept, not discarded), its children,
+its cumulative work and the reputation table after it. A block is accepted only if all of these
+hold, checked in this order (the first failure is the reason reported):
+
+1. it is new and its parent is known; index = parent.index + 1; timestamp >= parent's;
+2. the miner is a known AP; every receipt names a known gateway and AP, carries a valid gateway
+   signature, and no (gateway, slot) appears twice in the block or on the branch;
+3. the Merkle root matches the receipts;
+4. target == stake_target(t0, kappa, rho_miner) with rho read from the PARENT's table (a stale or
+   forged target is rejected before PoW is even looked at);
+5. PoW: int(hash) < target;
+6. reputation_root == hash of the parent's table updated with this block's receipts.
+
+Fork choice: the head is the block with the most cumulative `block_work`, ties broken by the
+lowest block hash; this is a total order, so every replica picks the same head whatever order the
+blocks arrived in. Persistence is optional: a `store` (see `store.py`) gets each block after it
+validates and before the in-memory state changes, so memory never runs ahead of disk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Protocol
+
+from dnninfer.ledger.block import GENESIS_MINER, Block
+from dnninfer.ledger.consensus import HASH_SPACE, block_work, stake_target
+from dnninfer.ledger.errors import LedgerError
+from dnninfer.ledger.params import LedgerParams
+from dnninfer.ledger.receipt import Keyring, Receipt
+from dnninfer.ledger.reputation import Table, apply_block, initial_table, table_root
+
+
+class BlockSink(Protocol):
+    """Where accepted blocks are persisted (a `LedgerStore`)."""
+
+    def append(self, block: Block) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def genesis_block(params: LedgerParams) -> Block:
+    """The deterministic genesis: commits to the parameters (prev_hash) and the initial table."""
+    return Block.build(index=0, prev_hash=params.digest, miner=GENESIS_MINER, receipts=(),
+                       reputation_root=table_root(initial_table(params)), target=params.t0,
+                       timestamp_us=params.genesis_time_us)
+
+
+class Ledger:
+    """All valid blocks of one chain, their reputation tables, and the heaviest-chain head."""
+
+    def __init__(self, params: LedgerParams, keyring: Keyring, store: BlockSink | None = None):
+        missing = [gw for gw in params.gateways if gw not in keyring]
+        if missing:
+            raise LedgerError(f"keyring: no key for gateway {missing[0]!r}")
+        self.params = params
+        self.keyring = keyring
+        self.store = store
+        g = genesis_block(params)
+        self.genesis = g
+        self.blocks: dict[str, Block] = {g.hash: g}
+        self.children: dict[str, list[str]] = {g.hash: []}
+        self.work: dict[str, int] = {g.hash: 0}
+        self._tables: dict[str, Table] = {g.hash: initial_table(params)}
+        self._receipt_blocks: dict[tuple[str, int], list[str]] = {}
+        self._head = g.hash
+        self.problems: list[str] = []  # rows rejected when loaded from a file (see store.open_ledger)
+
+    # -- reading -------------------------------------------------------------------------------
+    @property
+    def head(self) -> Block:
+        return self.blocks[self._head]
+
+    @property
+    def height(self) -> int:
+        return self.head.index
+
+    def __len__(self) -> int:
+        return len(self.blocks)
+
+    def __contains__(self, block_hash: object) -> bool:
+        return block_hash in self.blocks
+
+    def main_chain(self) -> list[Block]:
+        """Genesis .. head along parent links."""
+        return self.branch(self._head)
+
+    def branch(self, tip: str) -> list[Block]:
+        out = []
+        h = tip
+        while True:
+            b = self.blocks[h]
+            out.append(b)
+            if b.index == 0:
+                return out[::-1]
+            h = b.prev_hash
+
+    def _resolve(self, at: str | int | None) -> str:
+        if at is None:
+            return self._head
+        if isinstance(at, int) and not isinstance(at, bool):
+            chain = self.main_chain()
+            if not 0 <= at < len(chain):
+                raise LedgerError(f"no block at height {at} (main chain height {self.height})")
+            return chain[at].hash
+        if at not in self.blocks:
+            raise LedgerError(f"unknown block {at!r}")
+        return at
+
+    def reputation(self, at: str | int | None = None) -> Table:
+        """Reputation table after block `at` (a hash or a main-chain height; default: the head). A copy."""
+        return dict(self._tables[self._resolve(at)])
+
+    def target_for(self, miner: str, parent: str | None = None) -> int:
+        """PoW target of `miner` for a block on `parent` (default: the head)."""
+        if miner not in self.params.aps:
+            raise LedgerError(f"unknown AP {miner!r}; known: {list(self.params.aps)}")
+        rho = self._tables[self._resolve(parent)][miner]
+        return stake_target(self.params.t0, self.params.kappa, rho)
+
+    def expected_hashes(self, miner: str, parent: str | None = None) -> float:
+        """Mean hashes `miner` needs for the next block on `parent`: 2^256 / T_m."""
+        return HASH_SPACE / self.target_for(miner, parent)
+
+    def has_receipt(self, gateway: str, slot: int, tip: str | None = None) -> bool:
+        """Whether a receipt for (gateway, slot) is already on the branch ending at `tip` (default: head)."""
+        return self._on_branch((gateway, slot), self._resolve(tip))
+
+    def _on_branch(self, key: tuple[str, int], tip: str) -> bool:
+        holders = self._receipt_blocks.get(key)
+        if not holders:
+            return False
+        tip_block = self.blocks[tip]
+        for h in holders:
+            target_height = self.blocks[h].index
+            if target_height > tip_block.index:
+                continue
+            b = tip_block
+            while b.index > target_height:
+                b = self.blocks[b.prev_hash]
+            if b.hash == h:
+                return True
+        return False
+
+    def mined_counts(self) -> dict[str, int]:
+        """Blocks each AP mined on the main chain."""
+        counts = dict.fromkeys(self.params.aps, 0)
+        for b in self.main_chain()[1:]:
+            counts[b.miner] += 1
+        return counts
+
+    def stale_blocks(self) -> list[Block]:
+        """Valid blocks that are not on the main chain (lost forks)."""
+        main = {b.hash for b in self.main_chain()}
+        return [b for h, b in self.blocks.items() if h not in main]
+
+    # -- building ------------------------------------------------------------------------------
+    def check_receipts(self, receipts: Sequence[Receipt], parent: str, what: str = "receipts") -> None:
+        """Signature, known gateway/AP, and no duplicate (gateway, slot) in `receipts` or on the branch."""
+        seen: set[tuple[str, int]] = set()
+        for r in receipts:
+            if r.gateway not in self.params.gateways:
+                raise LedgerError(f"{what}: receipt ({r.gateway}, slot {r.slot}): unknown gateway {r.gateway!r}")
+            if r.ap not in self.params.aps:
+                raise LedgerError(f"{what}: receipt ({r.gateway}, slot {r.slot}): unknown AP {r.ap!r}")
+            try:
+                r.verify(self.keyring)
+            except LedgerError as e:
+                raise LedgerError(f"{what}: {e}") from None
+            if r.key in seen:
+                raise LedgerError(f"{what}: receipt ({r.gateway}, slot {r.slot}) appears twice in the block")
+            seen.add(r.key)
+            if self._on_branch(r.key, parent):
+                raise LedgerError(f"{what}: receipt ({r.gateway}, slot {r.slot}) is already on this branch (replay)")
+
+    def propose(self, miner: str, receipts: Iterable[Receipt], *, parent: str | None = None,
+                timestamp_us: int | None = None) -> Block:
+        """An unsealed block on `parent` (default: head) with the right target and reputation root.
+
+        Receipts are checked first so a miner never spends work on a block validators would reject.
+        The timestamp defaults to the latest of the parent's and the receipts' timestamps.
+        """
+        p = self._resolve(parent)
+        rs = tuple(receipts)
+        self.check_receipts(rs, p)
+        pb = self.blocks[p]
+        if timestamp_us is None:
+            timestamp_us = max([pb.timestamp_us, *(r.timestamp_us for r in rs)])
+        return Block.build(index=pb.index + 1, prev_hash=p, miner=miner, receipts=rs,
+                           reputation_root=table_root(apply_block(self.params, self._tables[p], rs)),
+                           target=self.target_for(miner, p), timestamp_us=timestamp_us)
+
+    # -- validation and appending --------------------------------------------------------------
+    def check_block(self, block: Block) -> Table:
+        """Validate `block` against the current state without changing it; returns its reputation table."""
+        h = block.hash
+        w = f"block {block.index} ({h[:12]})"
+        known = self.blocks.get(h)
+        if known is not None and known == block:
+            raise LedgerError(f"{w}: already in the ledger")
+        # A different block with a known hash has the same header but other receipts: validation
+        # below must fail (Merkle root); the guard at the end only defends against a broken hash.
+        parent = self.blocks.get(block.prev_hash)
+        if parent is None:
+            raise LedgerError(f"{w}: unknown parent {block.prev_hash[:12]}")
+        if block.index != parent.index + 1:
+            raise LedgerError(f"{w}: index {block.index} does not follow its parent's index {parent.index}")
+        if block.timestamp_us < parent.timestamp_us:
+            raise LedgerError(f"{w}: timestamp {block.timestamp_us} us is before its parent's {parent.timestamp_us} us")
+        if block.miner not in self.params.aps:
+            raise LedgerError(f"{w}: unknown miner {block.miner!r}; known APs: {list(self.params.aps)}")
+        self.check_receipts(block.receipts, parent.hash, w)
+        if not block.merkle_ok():
+            raise LedgerError(f"{w}: merkle root does not match its receipts")
+        parent_table = self._tables[parent.hash]
+        rho = parent_table[block.miner]
+        want = stake_target(self.params.t0, self.params.kappa, rho)
+        if block.target != want:
+            raise LedgerError(f"{w}: stale or forged target: block claims {block.target:#x}, but miner "
+                              f"{block.miner!r} with reputation {rho} in the parent's table has {want:#x}")
+        if not block.pow_ok():
+            raise LedgerError(f"{w}: insufficient proof of work (hash is not below the target)")
+        table = apply_block(self.params, parent_table, block.receipts)
+        if table_root(table) != block.reputation_root:
+            raise LedgerError(f"{w}: reputation root does not match the recomputed reputation table")
+        if known is not None:
+            raise LedgerError(f"{w}: conflicts with a stored block of the same hash")
+        return table
+
+    def add_block(self, block: Block) -> None:
+        """Validate and append `block` (persisting it first when a store is attached); may move the head.
+
+        Raises `LedgerError` with the reason when the block is invalid; the state is then unchanged.
+        """
+        table = self.check_block(block)
+        if self.store is not None:
+            self.store.append(block)
+        self._insert(block, table)
+
+    def _insert(self, block: Block, table: Table) -> None:
+        h = block.hash
+        self.blocks[h] = block
+        self.children[h] = []
+        self.children[block.prev_hash].append(h)
+        self.work[h] = self.work[block.prev_hash] + block_work(block.target)
+        self._tables[h] = table
+        for r in block.receipts:
+            self._receipt_blocks.setdefault(r.key, []).append(h)
+        head = self._head
+        if (self.work[h], head) > (self.work[head], h):  # more work, or equal work and a lower hash
+            self._head = h
+
+    def replay(self, blocks: Iterable[Block] | None = None) -> Table:
+        """Re-validate `blocks` (default: the main chain, genesis optional) on a fresh ledger from genesis.
+
+        Returns the table after the last block; replay is deterministic, so it equals the stored one.
+        """
+        fresh = Ledger(self.params, self.keyring)
+        last = fresh.genesis.hash
+        for b in self.main_chain() if blocks is None else blocks:
+            if b.index == 0:
+                if b != fresh.genesis:
+                    raise LedgerError("replay: genesis block does not match the parameters")
+                continue
+            fresh.add_block(b)
+            last = b.hash
+        return fresh.reputation(last)
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Ledger(height={self.height}, blocks={len(self.blocks)}, head={self._head[:12]})"

@@ -1,0 +1,227 @@
+"""Inference receipts: a gateway's signed statement that an AP ran the top layers of its DNN.
+
+A receipt names the gateway, the AP, the slot, the partition point s and the layer range the AP
+ran, pins the intermediate tensor sent and the output received by their SHA-256 digests, and
+claims the cycles the AP spent. The gateway signs it, so an AP cannot inflate its own contribution
+(its reputation, hence its mining stake, is computed from these claims).
+
+Signatures are HMAC-SHA256 with a per-gateway secret held in a `Keyring`. That is a research
+prototype's shortcut: anyone holding the keyring (every validator) could forge receipts. A real
+deployment would sign with Ed25519 and store only public keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import json
+import math
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from dnninfer.ledger.canonical import (
+    canonical_json,
+    check_hex64,
+    check_id,
+    check_int,
+    exact_keys,
+    parse_json,
+    sha256_hex,
+)
+from dnninfer.ledger.errors import LedgerError
+
+_SIGN_DOMAIN = b"dnninfer-receipt-v1\n"
+_TENSOR_DOMAIN = b"dnninfer-tensor-v1\n"
+
+
+def tensor_digest(tensor: Any) -> str:
+    """SHA-256 (hex) of a torch tensor or numpy array: dtype, shape and raw little-endian bytes.
+
+    The dtype and shape are hashed too, so a float32 [2, 3] and a float32 [3, 2] (or an int32 with
+    the same bytes) differ. A torch tensor and the numpy array of the same values hash the same.
+    """
+    if type(tensor).__module__.startswith("torch"):
+        import torch
+
+        t = tensor.detach().to("cpu").contiguous()
+        dtype = str(t.dtype).removeprefix("torch.")
+        shape = list(t.shape)
+        raw = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+    else:
+        import numpy as np
+
+        a = np.asarray(tensor)
+        if a.dtype.byteorder == ">":
+            a = a.astype(a.dtype.newbyteorder("<"))
+        a = np.ascontiguousarray(a)
+        dtype, shape, raw = a.dtype.name, list(a.shape), a.tobytes()
+    h = hashlib.sha256(_TENSOR_DOMAIN)
+    h.update(json.dumps([dtype, shape]).encode() + b"\n")
+    h.update(raw)
+    return h.hexdigest()
+
+
+class Keyring(Mapping[str, bytes]):
+    """Gateway name -> HMAC key. Every validator holds the same keyring (see the module docstring)."""
+
+    def __init__(self, keys: Mapping[str, bytes | str]):
+        self._keys: dict[str, bytes] = {}
+        for gw, key in sorted(keys.items()):
+            check_id(gw, "keyring: gateway")
+            if isinstance(key, str):
+                try:
+                    key = bytes.fromhex(key)
+                except ValueError:
+                    raise LedgerError(f"keyring: key of {gw!r} is not hex") from None
+            if not isinstance(key, bytes) or len(key) < 16:
+                raise LedgerError(f"keyring: key of {gw!r} must be at least 16 bytes")
+            self._keys[gw] = key
+
+    @classmethod
+    def derive(cls, gateways: Iterable[str], secret: bytes | str = b"dnninfer-demo") -> Keyring:
+        """Deterministic keys for simulations and tests: HMAC(secret, gateway)."""
+        s = secret.encode() if isinstance(secret, str) else secret
+        return cls({gw: hmac.new(s, gw.encode(), hashlib.sha256).digest() for gw in gateways})
+
+    def __getitem__(self, gateway: str) -> bytes:
+        return self._keys[gateway]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __repr__(self) -> str:  # never print secrets
+        return f"Keyring({sorted(self._keys)})"
+
+    def to_hex(self) -> dict[str, str]:
+        return {gw: k.hex() for gw, k in self._keys.items()}
+
+    def sign(self, receipt: Receipt) -> Receipt:
+        """`receipt` signed with its gateway's key."""
+        if receipt.gateway not in self._keys:
+            raise LedgerError(f"receipt {receipt.key}: no key for gateway {receipt.gateway!r}")
+        return receipt.sign(self._keys[receipt.gateway])
+
+
+_FIELDS = ("gateway", "ap", "slot", "split", "first", "last", "intermediate_sha256", "output_sha256",
+           "cycles", "timestamp_us", "signature")
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """One offloaded inference: gateway `gateway` ran layers 1..split, AP `ap` ran `first`..`last`.
+
+    Layer numbering is the caller's (the DPRA model uses 1-based layers, so first = split + 1 and
+    last = L; split = L gives the empty range first = last + 1 and, normally, zero cycles). The
+    timestamp is integer microseconds so that serialisation is exact; `.timestamp` gives seconds.
+    (gateway, slot) identifies a receipt: a gateway offloads once per slot.
+    """
+
+    gateway: str
+    ap: str
+    slot: int
+    split: int
+    first: int
+    last: int
+    intermediate_sha256: str
+    output_sha256: str
+    cycles: int
+    timestamp_us: int
+    signature: str = ""
+
+    def __post_init__(self) -> None:
+        w = f"receipt ({self.gateway!r}, slot {self.slot!r})"
+        check_id(self.gateway, f"{w}: field 'gateway'")
+        check_id(self.ap, f"{w}: field 'ap'")
+        check_int(self.slot, f"{w}: field 'slot'")
+        check_int(self.split, f"{w}: field 'split'")
+        check_int(self.first, f"{w}: field 'first'")
+        check_int(self.last, f"{w}: field 'last'")
+        if self.last < self.first - 1:
+            raise LedgerError(f"{w}: field 'last': layer range {self.first}..{self.last} is inverted")
+        check_hex64(self.intermediate_sha256, f"{w}: field 'intermediate_sha256'")
+        check_hex64(self.output_sha256, f"{w}: field 'output_sha256'")
+        check_int(self.cycles, f"{w}: field 'cycles'")
+        check_int(self.timestamp_us, f"{w}: field 'timestamp_us'")
+        if self.signature != "":
+            check_hex64(self.signature, f"{w}: field 'signature'")
+
+    @classmethod
+    def create(cls, *, gateway: str, ap: str, slot: int, split: int, layers: tuple[int, int],
+               intermediate: Any, output: Any, cycles: int | float, timestamp: float,
+               key: bytes | None = None) -> Receipt:
+        """Build a receipt; `intermediate`/`output` are tensors/arrays (digested here) or hex digests.
+
+        `timestamp` is in seconds (rounded to microseconds), a float `cycles` is rounded to whole cycles;
+        with `key` the receipt comes back signed.
+        """
+        if isinstance(cycles, float) and math.isfinite(cycles):
+            cycles = round(cycles)
+        r = cls(gateway=gateway, ap=ap, slot=slot, split=split, first=layers[0], last=layers[1],
+                intermediate_sha256=intermediate if isinstance(intermediate, str) else tensor_digest(intermediate),
+                output_sha256=output if isinstance(output, str) else tensor_digest(output),
+                cycles=cycles, timestamp_us=round(timestamp * 1e6))
+        return r.sign(key) if key is not None else r
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """(gateway, slot): at most one receipt per key on any branch of the chain."""
+        return (self.gateway, self.slot)
+
+    @property
+    def timestamp(self) -> float:
+        return self.timestamp_us / 1e6
+
+    @property
+    def layers(self) -> tuple[int, int]:
+        return (self.first, self.last)
+
+    def body(self) -> bytes:
+        """Canonical bytes of everything but the signature: what the gateway signs."""
+        d = self.to_dict()
+        del d["signature"]
+        return canonical_json(d)
+
+    def sign(self, key: bytes) -> Receipt:
+        """A copy signed with HMAC-SHA256(key, body)."""
+        sig = hmac.new(key, _SIGN_DOMAIN + self.body(), hashlib.sha256).hexdigest()
+        return dataclasses.replace(self, signature=sig)
+
+    def verify(self, keyring: Mapping[str, bytes]) -> None:
+        """Raise `LedgerError` unless the signature is the gateway's HMAC over the body."""
+        w = f"receipt ({self.gateway}, slot {self.slot})"
+        if self.gateway not in keyring:
+            raise LedgerError(f"{w}: unknown gateway {self.gateway!r} (no key in the keyring)")
+        if not self.signature:
+            raise LedgerError(f"{w}: unsigned")
+        want = hmac.new(keyring[self.gateway], _SIGN_DOMAIN + self.body(), hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(want, self.signature):
+            raise LedgerError(f"{w}: invalid signature (not signed by {self.gateway!r}, or altered after signing)")
+
+    @cached_property
+    def hash(self) -> str:
+        """SHA-256 (hex) of the full canonical receipt, signature included: the Merkle leaf."""
+        return sha256_hex(canonical_json(self.to_dict()))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in _FIELDS}
+
+    def to_json(self) -> bytes:
+        return canonical_json(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Receipt:
+        """Strict inverse of `to_dict`: a missing, extra or ill-typed field is a `LedgerError` naming it."""
+        exact_keys(d, set(_FIELDS), "receipt")
+        if not isinstance(d["signature"], str):
+            raise LedgerError(f"receipt: field 'signature': expected a hex string, got {d['signature']!r}")
+        return cls(**{f: d[f] for f in _FIELDS})
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Receipt:
+        return cls.from_dict(parse_json(text, "receipt"))
