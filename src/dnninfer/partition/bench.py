@@ -308,3 +308,6 @@ def report_section(result: dict[str, Any], outdir: Path) -> ReportSection:
               "<h3>Cases</h3>",
               table_html([{k: v for k, v in r.items() if k != "reason"} for r in result["rows"]])]
     return ReportSection(title="HiDP: hierarchical DNN partitioning", html="\n".join(parts), images=images)
+
+
+from dnninfer.partition import dpra_bench  # noqa: E402, F401  registers `dnninfer bench dpra`
