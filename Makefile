@@ -4,12 +4,28 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup sysdeps demo test lint bench clean
+
+# Debian packages some systems need: gcc (vMCU C code), arm-none-eabi-gcc + newlib (Cortex-M
+# builds), redis-server (the serving broker). Installed only when missing; tests that need one
+# skip with the reason if it still is (e.g. no root).
+sysdeps:
+	@missing=""; \
+	command -v gcc >/dev/null || missing="$$missing gcc"; \
+	command -v arm-none-eabi-gcc >/dev/null || missing="$$missing gcc-arm-none-eabi libnewlib-arm-none-eabi"; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO="sudo -n"; \
+	  ( $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing ) \
+	    || echo "warning: could not install$$missing; the tests that need them will skip"; \
+	fi
 
 setup: $(STAMP)
 
 # torch first, pinned: the local CPU wheel. An unpinned torch would pull several GB of CUDA.
 $(STAMP): pyproject.toml
+	-@$(MAKE) --no-print-directory sysdeps
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
