@@ -1,0 +1,47 @@
+"""Signed binarization (Kuhar, Jain, Tumanov: PLUM) beside binary (BWN) and ternary (TWN) weights.
+
+* ``quantizers``: STE quantisers, ``QuantConv2d``/``QuantLinear``, ``quantize(model, method)``;
+* ``models``/``train``: width-multiplied MLP/CNN and quantisation-aware training on digits/MNIST;
+* ``kernels``: add-only numba GEMV/GEMM kernels (dense +-1, binary 2*pos-total, ternary, signed
+  index lists) and bit-packed weights; ``engine.deploy(model)`` runs a quantised model on them;
+* ``analysis``: accuracy at matched non-zeros with paired-seed statistics; ``bench``: the
+  ``signed-binary`` bench. See docs/signed_binary.md.
+"""
+
+from dnninfer.quant.engine import DeployedModel, deploy
+from dnninfer.quant.kernels import PackedWeights, make_kernel, pack, unpack
+from dnninfer.quant.models import build_model, cnn, mlp
+from dnninfer.quant.quantizers import (
+    METHODS,
+    BinaryQuant,
+    QuantConv2d,
+    QuantLinear,
+    SignedBinaryQuant,
+    TernaryQuant,
+    quantize,
+    weight_stats,
+)
+from dnninfer.quant.train import TrainConfig, TrainResult, train
+
+__all__ = [
+    "METHODS",
+    "BinaryQuant",
+    "DeployedModel",
+    "PackedWeights",
+    "QuantConv2d",
+    "QuantLinear",
+    "SignedBinaryQuant",
+    "TernaryQuant",
+    "TrainConfig",
+    "TrainResult",
+    "build_model",
+    "cnn",
+    "deploy",
+    "make_kernel",
+    "mlp",
+    "pack",
+    "quantize",
+    "train",
+    "unpack",
+    "weight_stats",
+]

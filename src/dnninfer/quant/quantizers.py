@@ -1,0 +1,262 @@
+"""Weight quantisers with straight-through estimators, quantised layers, and ``quantize(model)``.
+
+Every quantiser works per *filter*: one output channel of a conv weight ``[Cout, Cin, kh, kw]``
+or one output row of a linear weight ``[out_features, in_features]`` (dim 0 in both cases).
+
+* ``binary`` (BWN, Rastegari et al. 2016): ``Wq_f = alpha_f * sign(W_f)``, ``alpha_f = mean|W_f|``,
+  ``sign(0) = +1`` (PLUM's ``binary_sign``).
+* ``ternary`` (TWN, Li et al. 2016): ``delta_f = 0.7 * mean|W_f|``, keep ``|W| > delta_f``,
+  ``alpha_f`` = mean of the kept ``|W|``.
+* ``signed`` (signed binarization, Kuhar et al., PLUM; official code ``quant/binary/ste.py`` and
+  ``quantization.py``, research report §2.1): ``delta_f = 0.05 * max|W_f|``; the first
+  ``Cout // 2`` filters are ``{0, +1}`` (``W >= delta_f``), the rest ``{0, -1}`` (``W <= -delta_f``).
+  The official ``quantizer_sb`` multiplies by ``v1 = torch.tensor([1])``: the scale is the
+  constant 1 and the BatchNorm that follows absorbs magnitude. ``signed_scale=1.0`` here is that.
+* ``fp32``: identity (used so that every method swaps the same layers and counts the same weights).
+
+Backward (all methods, as PLUM's ``STESign.backward``): the clipped straight-through estimator
+``g_in = clamp(g_out, -1, 1)``, zeroed where ``|W| > 1``.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dnninfer.errors import expected
+
+__all__ = [
+    "FIRST_LAST",
+    "METHODS",
+    "BinaryQuant",
+    "QuantConv2d",
+    "QuantLinear",
+    "SignedBinaryQuant",
+    "TernaryQuant",
+    "filter_signs",
+    "quant_layers",
+    "quantize",
+    "quantize_weight",
+    "weight_stats",
+]
+
+METHODS = ("fp32", "binary", "ternary", "signed")
+FIRST_LAST = ("fp32", "quantize")
+SIGNED_DELTA = 0.05  # PLUM: 0.05 * max|W_f| (from TTQ)
+TERNARY_DELTA = 0.7  # TWN: 0.7 * mean|W_f|
+
+
+def _ste_grad(grad: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """PLUM's clipped STE: clamp the incoming gradient to [-1, 1], zero it where |W| > 1."""
+    return grad.clamp(-1.0, 1.0) * (w.abs() <= 1.0).to(grad.dtype)
+
+
+def _flat(w: torch.Tensor) -> torch.Tensor:
+    return w.reshape(w.shape[0], -1)
+
+
+def filter_signs(n_filters: int, *, dtype: torch.dtype = torch.float32, device: Any = None) -> torch.Tensor:
+    """PLUM's fixed sign layout: +1 for the first ``n // 2`` filters, -1 for the rest (never learned)."""
+    half = n_filters // 2
+    return torch.cat([torch.ones(half, dtype=dtype, device=device),
+                      -torch.ones(n_filters - half, dtype=dtype, device=device)])
+
+
+def _binary(w: torch.Tensor) -> torch.Tensor:
+    flat = _flat(w)
+    alpha = flat.abs().mean(1, keepdim=True)
+    return (alpha * torch.where(flat >= 0, 1.0, -1.0).to(w.dtype)).reshape(w.shape)
+
+
+def _ternary(w: torch.Tensor) -> torch.Tensor:
+    flat = _flat(w)
+    a = flat.abs()
+    delta = TERNARY_DELTA * a.mean(1, keepdim=True)
+    mask = (a > delta).to(w.dtype)
+    alpha = (a * mask).sum(1, keepdim=True) / mask.sum(1, keepdim=True).clamp_min(1.0)
+    return (alpha * torch.sign(flat) * mask).reshape(w.shape)
+
+
+def _signed(w: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    flat = _flat(w)
+    delta = SIGNED_DELTA * flat.abs().max(1, keepdim=True).values
+    s = filter_signs(flat.shape[0], dtype=w.dtype, device=w.device)[:, None]
+    keep = (s * flat >= delta).to(w.dtype)  # first half: W >= delta; second half: W <= -delta
+    return (scale * s * keep).reshape(w.shape)
+
+
+class BinaryQuant(torch.autograd.Function):
+    """BWN: ``alpha_f * sign(W_f)``, ``alpha_f = mean|W_f|``; clipped STE backward."""
+
+    @staticmethod
+    def forward(ctx: Any, w: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(w)
+        return _binary(w.detach())
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        (w,) = ctx.saved_tensors
+        return _ste_grad(grad, w)
+
+
+class TernaryQuant(torch.autograd.Function):
+    """TWN: threshold ``0.7 * mean|W_f|``, ``alpha_f`` = mean of the kept magnitudes; clipped STE."""
+
+    @staticmethod
+    def forward(ctx: Any, w: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(w)
+        return _ternary(w.detach())
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        (w,) = ctx.saved_tensors
+        return _ste_grad(grad, w)
+
+
+class SignedBinaryQuant(torch.autograd.Function):
+    """Signed binary (PLUM §2.1): ``{0,+1}`` first half of filters, ``{0,-1}`` the rest, times
+    ``scale`` (the official code's constant 1); clipped STE as ``STESign.backward``."""
+
+    @staticmethod
+    def forward(ctx: Any, w: torch.Tensor, scale: float = 1.0) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(w)
+        return _signed(w.detach(), scale)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        (w,) = ctx.saved_tensors
+        return _ste_grad(grad, w), None
+
+
+def quantize_weight(w: torch.Tensor, method: str, *, signed_scale: float = 1.0) -> torch.Tensor:
+    """The quantised weight (differentiable through the STE) for ``method``."""
+    if method == "fp32":
+        return w
+    if method == "binary":
+        return BinaryQuant.apply(w)
+    if method == "ternary":
+        return TernaryQuant.apply(w)
+    if method == "signed":
+        return SignedBinaryQuant.apply(w, signed_scale)
+    raise expected("quantisation method", f"one of {', '.join(METHODS)}", method)
+
+
+class _QuantMixin:
+    """Weight quantisation for a Conv2d/Linear subclass: ``method`` and ``quantized_weight()``."""
+
+    method: str
+    signed_scale: float
+    weight: torch.Tensor
+
+    def quantized_weight(self) -> torch.Tensor:
+        return quantize_weight(self.weight, self.method, signed_scale=self.signed_scale)
+
+    def extra_repr(self) -> str:  # type: ignore[misc]
+        return f"{super().extra_repr()}, method={self.method}"  # type: ignore[misc]
+
+
+class QuantLinear(_QuantMixin, nn.Linear):
+    """``nn.Linear`` whose forward uses the quantised weight (filter = output row)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, method: str = "signed",
+                 signed_scale: float = 1.0) -> None:
+        super().__init__(in_features, out_features, bias=bias)
+        self.method, self.signed_scale = method, signed_scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.quantized_weight(), self.bias)
+
+
+class QuantConv2d(_QuantMixin, nn.Conv2d):
+    """``nn.Conv2d`` whose forward uses the quantised weight (filter = output channel)."""
+
+    def __init__(self, *args: Any, method: str = "signed", signed_scale: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.method, self.signed_scale = method, signed_scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.quantized_weight(), self.bias)
+
+
+def _swap(layer: nn.Module, method: str, signed_scale: float) -> nn.Module:
+    if isinstance(layer, nn.Conv2d):
+        new: nn.Module = QuantConv2d(layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
+                                     padding=layer.padding, dilation=layer.dilation, groups=layer.groups,
+                                     bias=layer.bias is not None, padding_mode=layer.padding_mode, method=method,
+                                     signed_scale=signed_scale)
+    else:
+        assert isinstance(layer, nn.Linear)
+        new = QuantLinear(layer.in_features, layer.out_features, bias=layer.bias is not None, method=method,
+                          signed_scale=signed_scale)
+    new.load_state_dict(layer.state_dict())
+    return new.to(layer.weight.device, layer.weight.dtype)
+
+
+def _policy(name: str, value: str) -> str:
+    if value not in FIRST_LAST:
+        raise expected(name, f"one of {', '.join(FIRST_LAST)}", value)
+    return value
+
+
+def quantize(model: nn.Module, method: str, first_last: str = "fp32", *, first: str | None = None,
+             last: str | None = None, signed_scale: float = 1.0) -> nn.Module:
+    """A deep copy of ``model`` with its Conv2d/Linear layers swapped for quantised ones.
+
+    ``first_last`` is the policy for the first and last such layer (in ``named_modules`` order):
+    ``"fp32"`` keeps them full precision (PLUM keeps the stem and the classifier FP), ``"quantize"``
+    quantises them too; ``first``/``last`` override it for one end. Every other layer is swapped for a
+    ``QuantConv2d``/``QuantLinear`` with ``method`` (also for ``fp32``, whose quantiser is the
+    identity, so that all methods count the same weights). The copy trains like any nn.Module.
+    """
+    if method not in METHODS:
+        raise expected("quantisation method", f"one of {', '.join(METHODS)}", method)
+    policy_first = _policy("first layer policy", first or first_last)
+    policy_last = _policy("last layer policy", last or first_last)
+    model = copy.deepcopy(model)
+    names = [n for n, m in model.named_modules() if type(m) in (nn.Conv2d, nn.Linear)]
+    if not names:
+        raise expected("model", "at least one nn.Conv2d or nn.Linear layer", type(model).__name__)
+    keep = set()
+    if policy_first == "fp32":
+        keep.add(names[0])
+    if policy_last == "fp32":
+        keep.add(names[-1])
+    for name in names:
+        if name in keep:
+            continue
+        parent_name, _, attr = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, attr, _swap(getattr(parent, attr), method, signed_scale))
+    return model
+
+
+def quant_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The quantised layers of a model, in order."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, QuantConv2d | QuantLinear)]
+
+
+@torch.no_grad()
+def weight_stats(model: nn.Module) -> dict[str, Any]:
+    """Non-zero weights of the quantised layers (and of all weight layers), with densities.
+
+    ``nnz``/``weights``/``density`` cover the quantised layers only (the ones that differ between
+    methods); ``nnz_all``/``weights_all`` add the full-precision first/last layers.
+    """
+    layers = []
+    for name, m in quant_layers(model):
+        q = m.quantized_weight()
+        layers.append({"layer": name, "shape": list(q.shape), "weights": q.numel(),
+                       "nnz": int((q != 0).sum()),
+                       "distinct_nonzero_per_filter": int(max(len(torch.unique(r[r != 0].abs()))
+                                                              for r in _flat(q)))})
+    nnz = sum(r["nnz"] for r in layers)
+    weights = sum(r["weights"] for r in layers)
+    fp = [m for m in model.modules() if type(m) in (nn.Conv2d, nn.Linear)]
+    fp_weights = sum(m.weight.numel() for m in fp)
+    fp_nnz = sum(int((m.weight != 0).sum()) for m in fp)
+    return {"nnz": nnz, "weights": weights, "density": nnz / weights if weights else float("nan"),
+            "nnz_all": nnz + fp_nnz, "weights_all": weights + fp_weights, "layers": layers}
