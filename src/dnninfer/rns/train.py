@@ -1,0 +1,205 @@
+"""Training under emulated GEMM numerics on offline data: scikit-learn digits and MNIST-1D.
+
+Both datasets are generated or shipped locally (nothing is downloaded): digits via
+``dnninfer.data.load_digits``; MNIST-1D via ``mnist1d.data.make_dataset(get_dataset_args())``, which
+*generates* the 4,000/1,000 train/test signals from templates in the package (research note §4.0).
+
+Every run is seeded (weight init, batch order, analog noise), so a run is reproducible bit for bit on
+one machine and thread count; the BFP-exact and noiseless RNS runs of one seed therefore end with
+identical parameters, which ``TrainResult.digest`` makes checkable.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from dnninfer.errors import UserError
+from dnninfer.rns.layers import rnsify
+from dnninfer.rns.numerics import MODES, Numerics
+
+__all__ = ["DATASETS", "RECIPES", "Data", "TrainResult", "build_model", "load_data", "train"]
+
+DATASETS = ("digits", "mnist1d")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Model and optimiser settings of one dataset (the same for every numerics mode)."""
+
+    arch: str
+    epochs: int
+    quick_epochs: int
+    batch: int
+    lr: float
+
+
+RECIPES: dict[str, Recipe] = {
+    "digits": Recipe(arch="mlp", epochs=30, quick_epochs=12, batch=64, lr=3e-3),
+    "mnist1d": Recipe(arch="cnn", epochs=30, quick_epochs=8, batch=100, lr=3e-3),
+}
+
+
+@dataclass(frozen=True)
+class Data:
+    name: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+
+
+@functools.cache
+def _mnist1d() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    d = make_dataset(get_dataset_args())  # generated from the package's templates, seed 42: no download
+
+    def x(a: Any) -> torch.Tensor:
+        return torch.tensor(a, dtype=torch.float32).view(-1, 1, 1, a.shape[-1])
+
+    return x(d["x"]), torch.tensor(d["y"], dtype=torch.int64), x(d["x_test"]), torch.tensor(d["y_test"],
+                                                                                          dtype=torch.int64)
+
+
+def load_data(name: str, seed: int = 0) -> Data:
+    """``digits`` (N, 1, 8, 8) in [0, 1], split by ``seed``; ``mnist1d`` (N, 1, 1, 40), the standard
+    generated split (the dataset's own seed is fixed at 42, as published)."""
+    if name == "digits":
+        from dnninfer.data import load_digits
+
+        s = load_digits(seed=seed)
+        return Data("digits", s.train_x, s.train_y, s.test_x, s.test_y)
+    if name == "mnist1d":
+        return Data("mnist1d", *_mnist1d())
+    raise UserError(f"dataset: expected one of {', '.join(DATASETS)}, got {name!r}")
+
+
+def build_model(dataset: str, arch: str | None = None, seed: int = 0) -> nn.Module:
+    """Small models that keep integer emulation affordable on a 2-core CPU."""
+    arch = arch or RECIPES[dataset].arch
+    torch.manual_seed(seed)
+    if (dataset, arch) == ("digits", "mlp"):  # research note §4.2: MLP 64-128-64-10
+        return nn.Sequential(nn.Flatten(), nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(),
+                             nn.Linear(64, 10))
+    if (dataset, arch) == ("digits", "cnn"):
+        return nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, stride=2, padding=1),
+                             nn.ReLU(), nn.Flatten(), nn.Linear(32 * 4 * 4, 10))
+    if (dataset, arch) == ("mnist1d", "mlp"):  # research note addendum: MLP 40-256-256-10
+        return nn.Sequential(nn.Flatten(), nn.Linear(40, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(),
+                             nn.Linear(256, 10))
+    if (dataset, arch) == ("mnist1d", "cnn"):  # 1-D CNN as (1, k) Conv2d kernels; MNIST-1D paper style
+        return nn.Sequential(
+            nn.Conv2d(1, 32, (1, 5), stride=(1, 2), padding=(0, 2)), nn.ReLU(),
+            nn.Conv2d(32, 32, (1, 3), stride=(1, 2), padding=(0, 1)), nn.ReLU(),
+            nn.Conv2d(32, 32, (1, 3), stride=(1, 2), padding=(0, 1)), nn.ReLU(),
+            nn.Flatten(), nn.Linear(32 * 5, 10))
+    raise UserError(f"model: expected arch mlp or cnn for dataset {dataset!r}, got {arch!r}")
+
+
+@dataclass
+class TrainResult:
+    dataset: str
+    arch: str
+    mode: str
+    numerics: dict[str, Any]
+    seed: int
+    epochs: int
+    test_acc: float
+    curve: list[dict[str, float]] = field(default_factory=list)
+    diverged: bool = False
+    wall_s: float = 0.0
+    stats: dict[str, float] = field(default_factory=dict)
+    digest: str = ""
+
+    def summary(self) -> dict[str, Any]:
+        return {"dataset": self.dataset, "arch": self.arch, "mode": self.mode, "seed": self.seed,
+                "epochs": self.epochs, "test_acc": self.test_acc, "diverged": self.diverged,
+                "wall_s": round(self.wall_s, 2), **{k: v for k, v in self.numerics.items() if k != "mode"}}
+
+
+def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 500) -> tuple[float, torch.Tensor]:
+    model.eval()
+    logits = []
+    with torch.no_grad():
+        for i in range(0, len(y), batch):
+            logits.append(model(x[i:i + batch]))
+    model.train()
+    out = torch.cat(logits)
+    return float((out.argmax(1) == y).float().mean()), out
+
+
+def _digest(model: nn.Module, logits: torch.Tensor) -> str:
+    h = hashlib.sha256()
+    for p in model.parameters():
+        h.update(p.detach().contiguous().numpy().tobytes())
+    h.update(logits.contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def train(dataset: str = "digits", mode: str = "rns", *, epochs: int | None = None, seed: int = 0,
+          arch: str | None = None, sigma: float = 0.0, redundant: int | tuple[int, ...] = 0,
+          quick: bool = False, progress: bool = True, lr: float | None = None, batch: int | None = None,
+          limit: int | None = None, **numerics_opts: Any) -> TrainResult:
+    """Train the dataset's model with every GEMM under ``mode``; test accuracy after each epoch (the
+    test pass runs under the same numerics, noise included: the model runs on the same core).
+    ``limit`` keeps only the first ``limit`` training examples (quick runs); the test split is whole."""
+    from dnninfer.bench.output import make_progress
+
+    if mode not in MODES:
+        raise UserError(f"mode: expected one of {', '.join(MODES)}, got {mode!r}")
+    if dataset not in RECIPES:
+        raise UserError(f"dataset: expected one of {', '.join(DATASETS)}, got {dataset!r}")
+    recipe = RECIPES[dataset]
+    epochs = epochs if epochs is not None else (recipe.quick_epochs if quick else recipe.epochs)
+    if epochs < 1:
+        raise UserError(f"--epochs: expected an integer >= 1, got {epochs}")
+    arch = arch or recipe.arch
+    batch = batch or recipe.batch
+    data = load_data(dataset, seed=seed)
+    if limit is not None:
+        if limit < 1:
+            raise UserError(f"limit: expected a positive number of training examples, got {limit}")
+        data = Data(data.name, data.train_x[:limit], data.train_y[:limit], data.test_x, data.test_y)
+    num = Numerics(mode=mode, sigma=sigma, redundant=redundant, seed=seed, **numerics_opts)
+    model = rnsify(build_model(dataset, arch, seed=seed), num, inplace=True)
+    opt = torch.optim.Adam(model.parameters(), lr=lr or recipe.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)  # a settled final epoch
+    loss_fn = nn.CrossEntropyLoss()
+    order = torch.Generator().manual_seed(seed)
+    n = len(data.train_y)
+    curve: list[dict[str, float]] = []
+    diverged = False
+    start = time.perf_counter()
+    with make_progress(progress) as bar:
+        task = bar.add_task(f"{dataset}/{arch} {mode}", total=epochs)
+        for epoch in range(1, epochs + 1):
+            perm = torch.randperm(n, generator=order)
+            total, seen = 0.0, 0
+            for i in range(0, n, batch):
+                idx = perm[i:i + batch]
+                loss = loss_fn(model(data.train_x[idx]), data.train_y[idx])
+                if not torch.isfinite(loss):
+                    diverged = True
+                    break
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(idx)
+                seen += len(idx)
+            sched.step()
+            acc, logits = _accuracy(model, data.test_x, data.test_y)
+            curve.append({"epoch": epoch, "loss": total / seen if seen else float("nan"), "test_acc": acc})
+            bar.advance(task)
+            if diverged:
+                break
+    wall = time.perf_counter() - start
+    return TrainResult(dataset=dataset, arch=arch, mode=mode, numerics=num.describe(), seed=seed, epochs=epochs,
+                       test_acc=curve[-1]["test_acc"], curve=curve, diverged=diverged, wall_s=wall,
+                       stats=num.stats.to_dict(), digest=_digest(model, logits))
