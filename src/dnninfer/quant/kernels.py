@@ -23,6 +23,7 @@ filter. Kernels are built from the packed form (``make_kernel``).
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 import numba
@@ -277,7 +278,7 @@ def _csr(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @dataclass
-class Kernel:
+class Kernel(ABC):
     """A quantised layer ``[N, K]`` ready to run; ``__call__(x [M, K]) -> y [M, N]``."""
 
     method: str
@@ -286,17 +287,18 @@ class Kernel:
     shift: np.ndarray
     name: str = field(default="", init=False)
 
-    def run_t(self, xt: np.ndarray, out: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+    @abstractmethod
+    def run_t(self, xt: np.ndarray, out: np.ndarray) -> np.ndarray:
         """``xt`` [K, M] float32 C-contiguous -> ``out`` [N, M]."""
-        raise NotImplementedError
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float32)
         out = np.empty((self.shape[0], x.shape[0]), np.float32)
         return self.run_t(np.ascontiguousarray(x.T), out).T
 
-    def adds_per_output(self) -> float:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def adds_per_output(self) -> float:
+        """Additions per output element: the work the kernel's sparsity/repetition leaves."""
 
 
 class Fp32Kernel(Kernel):

@@ -24,6 +24,7 @@ import json
 import struct
 import time
 import uuid
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
@@ -101,7 +102,7 @@ def decode(data: bytes) -> CropMessage | ResultMessage:
     raise ValueError(f"broker message: unknown tag {tag!r}")
 
 
-class Broker:
+class Broker(ABC):
     """Interface: ``put_many(topic, msgs)``, ``get_many(topic, max_n, timeout_s)``."""
 
     kind = "broker"
@@ -109,12 +110,13 @@ class Broker:
     async def connect(self) -> None:
         """Check the broker is reachable (raise ``BrokerUnavailable`` if not)."""
 
+    @abstractmethod
     async def put_many(self, topic: str, msgs: list[Any]) -> None:
-        raise NotImplementedError
+        """Append messages to a topic, in order."""
 
+    @abstractmethod
     async def get_many(self, topic: str, max_n: int, timeout_s: float) -> list[Any]:
         """Up to ``max_n`` messages; waits at most ``timeout_s`` for the first, not for the rest."""
-        raise NotImplementedError
 
     async def close(self) -> None:
         """Release connections."""

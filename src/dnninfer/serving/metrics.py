@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 
@@ -39,7 +40,7 @@ def _num(x: float) -> str:
     return repr(float(x))
 
 
-class _Metric:
+class _Metric(ABC):
     kind = ""
 
     def __init__(self, name: str, help_text: str, labelnames: Sequence[str] = ()) -> None:
@@ -54,8 +55,9 @@ class _Metric:
     def header(self) -> list[str]:
         return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
 
-    def render(self) -> list[str]:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abstractmethod
+    def render(self) -> list[str]:
+        """Prometheus text lines of this metric (each kind renders its own)."""
 
 
 class Counter(_Metric):
