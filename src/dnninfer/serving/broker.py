@@ -108,7 +108,8 @@ class Broker(ABC):
     kind = "broker"
 
     async def connect(self) -> None:
-        """Check the broker is reachable (raise ``BrokerUnavailable`` if not)."""
+        """Check the broker is reachable (raise ``BrokerUnavailable`` if not); in-process: always."""
+        return None
 
     @abstractmethod
     async def put_many(self, topic: str, msgs: list[Any]) -> None:
@@ -119,7 +120,8 @@ class Broker(ABC):
         """Up to ``max_n`` messages; waits at most ``timeout_s`` for the first, not for the rest."""
 
     async def close(self) -> None:
-        """Release connections."""
+        """Release connections; nothing to release by default."""
+        return None
 
     async def health(self) -> dict[str, Any]:
         return {"kind": self.kind, "ok": True}
