@@ -73,7 +73,7 @@ def test_corrupt_model_file(capsys, tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"this is not a torch file")
     code, _, err = run_cli(capsys, "inspect", str(bad), "--input-shape", "1,3,8,8")
-    assert_user_error(code, err, "bad.pt", "cannot be read")
+    assert_user_error(code, err, "bad.pt", "not a PyTorch checkpoint", "bad magic")
 
 
 def test_untraceable_user_model(capsys, tmp_path):

@@ -2,7 +2,9 @@
 shipping ``dnninfer/<area>/cli.py`` with ``add_commands(subparsers)``, and each system's bench
 comes from the bench registry, so this file never lists systems.
 
-User mistakes (`UserError`) print one line, ``dnninfer: error: ...``, and exit 2.
+User mistakes (`UserError`) print one line, ``dnninfer: error: ...``, and exit 2. Numeric options
+are checked where they are parsed (`dnninfer.argtypes`), so a nan or a 0 never reaches the work.
+Any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -15,19 +17,34 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from dnninfer import argtypes as at
 from dnninfer.errors import UserError
+
+#: Most intra-op threads an option accepts; more only oversubscribes the host.
+MAX_THREADS = 256
+#: Longest emulated round trip (ms) `run` accepts: the emulation sleeps for real.
+MAX_RTT_MS = 60_000.0
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, like every other user error
         raise UserError(f"{self.prog}: {message}")
 
+    def _get_values(self, action: argparse.Action, arg_strings: list[str]) -> Any:
+        # Python 3.11's argparse drops a lone '--' value (``--batch=--``) and hands the option an
+        # empty list without calling its type=; refuse it like any other malformed value.
+        if action.option_strings and action.nargs is None and arg_strings == ["--"]:
+            self.error(f"argument {'/'.join(action.option_strings)}: expected a value, got '--'")
+        return super()._get_values(action, arg_strings)
+
 
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="zoo name (see `dnninfer models`), path/model.py[:factory] or a pickled .pt module")
-    p.add_argument("--input-shape", help="input shape for a user model file, e.g. 1,3,224,224")
-    p.add_argument("--batch", type=int, default=1, help="batch size of the example input (zoo models)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--input-shape", type=at.input_shape,
+                   help="input shape for a user model file, e.g. 1,3,224,224")
+    p.add_argument("--batch", type=at.batch, default=1,
+                   help=f"batch size of the example input (zoo models), 1..{at.MAX_BATCH}")
+    p.add_argument("--seed", type=at.seed, default=0)
 
 
 def _load_graph(args: argparse.Namespace):
@@ -137,12 +154,17 @@ def cmd_run(args: argparse.Namespace) -> None:
     from dnninfer.graph import equal_flops_chain
     from dnninfer.runtime import EMULATION_NOTE, RayRuntime, SimpleLink, run_inprocess
 
+    if args.rtt_ms is not None and args.bandwidth_mbps is None:
+        raise UserError("--rtt-ms: needs --bandwidth-mbps (links are emulated only when a bandwidth is given)")
     loaded, g = _load_graph(args)
-    if args.stages < 1:
-        raise UserError(f"--stages: expected a positive integer, got {args.stages}")
-    stages = g.split(equal_flops_chain(g, min(args.stages, len(g.chain()))))
+    blocks = len(g.chain())
+    if args.stages > blocks:
+        print(f"dnninfer: note: {loaded.name} has {blocks} chain block(s); running {blocks} stage(s), "
+              f"not {args.stages}", file=sys.stderr)
+    stages = g.split(equal_flops_chain(g, min(args.stages, blocks)))
     placement = [f"node{i}" for i in range(len(stages))]
-    link = SimpleLink(args.bandwidth_mbps, args.rtt_ms) if args.bandwidth_mbps else None
+    # `is not None`: a bandwidth was asked for, so emulate it (0 is refused at parse time)
+    link = SimpleLink(args.bandwidth_mbps, args.rtt_ms or 0.0) if args.bandwidth_mbps is not None else None
     with torch.no_grad():
         ref = loaded.model(*loaded.inputs)
     if args.runtime == "ray":
@@ -175,6 +197,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
     from dnninfer.bench.output import emit_json, print_table
 
     extra = {k: v for k, v in vars(args).items() if k not in _BENCH_KEYS}
+    if args.out:
+        _make_out_dir(Path(args.out), "--out")
     result = registry.run_system(args.system, registry.BenchArgs(quick=args.quick, seed=args.seed,
                                                                  out=args.out, extra=extra))
     if args.out:
@@ -182,8 +206,11 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
         from dnninfer.bench.output import to_jsonable
 
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        (Path(args.out) / f"{args.system}.json").write_text(json.dumps(to_jsonable(result), indent=2))
+        target = Path(args.out) / f"{args.system}.json"
+        try:
+            target.write_text(json.dumps(to_jsonable(result), indent=2))
+        except OSError as e:
+            raise UserError(f"--out {args.out}: cannot write {target.name}: {e.strerror or e}") from None
     if args.json:
         emit_json(result)
     else:
@@ -195,9 +222,20 @@ def cmd_bench(args: argparse.Namespace) -> None:
 _BENCH_KEYS = {"command", "func", "system", "quick", "json", "seed", "out"}
 
 
+def _make_out_dir(path: Path, flag: str) -> None:
+    """Create the output folder the user named, before any work: a bad path fails in one line, not
+    after minutes of benchmarking."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (OSError, ValueError) as e:  # not a folder, read-only, a NUL byte...
+        raise UserError(f"{flag} {path}: expected a folder that can be created and written, "
+                        f"got {type(e).__name__}: {getattr(e, 'strerror', None) or e}") from None
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     from dnninfer.report import build_report
 
+    _make_out_dir(Path(args.out), "--out")
     index = build_report(Path(args.out), quick=args.quick, seed=args.seed, systems=args.systems or None)
     print(index)
 
@@ -221,9 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("profile", help="measure per-node latency here; predict it on device profiles")
     _model_args(p)
     p.add_argument("--device", action="append", default=None, help="device profile (repeatable)")
-    p.add_argument("--repeats", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--repeats", type=at.bounded_int(1, 10_000), default=10)
+    p.add_argument("--warmup", type=at.bounded_int(0, 10_000), default=3)
+    p.add_argument("--threads", type=at.bounded_int(1, MAX_THREADS), default=1)
     p.add_argument("--no-cache", action="store_true")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_profile)
@@ -234,12 +272,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="split a model into stages and run it (in-process or on Ray)")
     _model_args(p)
-    p.add_argument("--stages", type=int, default=3)
+    p.add_argument("--stages", type=at.positive_int, default=3,
+                   help="chain stages (at most the model's chain blocks; more are capped, with a note)")
     p.add_argument("--runtime", choices=["inprocess", "ray"], default="inprocess")
     p.add_argument("--address", default=None, help="Ray cluster address (default: start a local one)")
-    p.add_argument("--threads", type=int, default=1, help="intra-op threads per Ray node")
-    p.add_argument("--bandwidth-mbps", type=float, default=None, help="emulate links of this bandwidth")
-    p.add_argument("--rtt-ms", type=float, default=0.0)
+    p.add_argument("--threads", type=at.bounded_int(1, MAX_THREADS), default=1, help="intra-op threads per Ray node")
+    p.add_argument("--bandwidth-mbps", type=at.positive_float, default=None,
+                   help="emulate links of this bandwidth in Mbit/s (> 0); omit it for no link emulation")
+    p.add_argument("--rtt-ms", type=at.bounded_float(0.0, MAX_RTT_MS), default=None,
+                   help="round-trip time of the emulated links (needs --bandwidth-mbps; default 0)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_run)
 
@@ -252,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp = systems.add_parser(name, help=system.description)
         sp.add_argument("--quick", action="store_true", help="small run, under a minute")
         sp.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-        sp.add_argument("--seed", type=int, default=0)
+        sp.add_argument("--seed", type=at.seed, default=0)
         sp.add_argument("--out", type=Path, default=None, help="also write <system>.json (and plots) here")
         if system.add_arguments:
             system.add_arguments(sp)
@@ -261,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="run every bench and write an HTML report")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", default="report")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=at.seed, default=0)
     p.add_argument("--systems", nargs="*", help="only these systems")
     p.set_defaults(func=cmd_report)
 
@@ -280,6 +321,15 @@ def _area_cli_modules() -> list[Any]:
     return mods
 
 
+def one_line(message: str) -> str:
+    """The message with line breaks and other control characters escaped: a UserError is printed
+    as exactly one line even when it quotes a file name or an exception text that holds newlines."""
+    text = message.strip()
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser = build_parser()
@@ -288,12 +338,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.device = ["rpi4", "jetson_nano"]
         args.func(args)
     except UserError as e:
-        print(f"dnninfer: error: {e}", file=sys.stderr)
+        print(f"dnninfer: error: {one_line(str(e)) or type(e).__name__}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("dnninfer: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `dnninfer ... | head`: the reader left; nothing is wrong here
+        _silence_stdout()
+        return 141
     return 0
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe, point stdout at /dev/null so the interpreter's final flush is quiet."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout is not a real file (tests, capsys)
+        pass
 
 
 if __name__ == "__main__":

@@ -259,3 +259,113 @@ def test_lane_scaling_follows_amdahl_and_gpus_have_one_lane():
     # a stock framework runs on the GPU of a Nano and on the big cluster of an XU4
     assert nano.default_pu.name == "gpu"
     assert load_device("odroid_xu4").default_pu.name == "big"
+
+
+# -- unknown keys first, numbers finite, any unusable file one line (issue 14, item 7) ------------
+
+GOOD_CLUSTER = """\
+name: x
+nodes: [{name: a, device: host}, {name: b, device: host}]
+links: [{a: a, b: b, link: {name: l, bandwidth_mbps: 5, rtt_ms: 1, energy_nj_per_bit: 0}}]
+"""
+
+
+def test_good_cluster_loads_negative_control(tmp_path):
+    cluster = load_cluster(_write(tmp_path, "ok.yaml", GOOD_CLUSTER))
+    assert cluster.link("a", "b").bandwidth_mbps == 5
+
+
+TYPOS = {
+    # a typo'd key also leaves its field missing: the unknown key must be what is reported
+    "link_key": (load_cluster, GOOD_CLUSTER.replace("bandwidth_mbps", "bandwith_mbps"),
+                 "links.0.link: unknown key 'bandwith_mbps' (did you mean 'bandwidth_mbps'?)"),
+    "top_level_key": (load_cluster, GOOD_CLUSTER.replace("nodes:", "nodez:"),
+                      "(top level): unknown key 'nodez' (did you mean 'nodes'?)"),
+    "pu_key": (load_device, GOOD_DEVICE.replace("p_active_w", "p_activ_w"),
+               "pus.0: unknown key 'p_activ_w' (did you mean 'p_active_w'?)"),
+    "no_close_name": (load_device, GOOD_DEVICE + "colour: red\n",
+                      "(top level): unknown key 'colour' (expected one of name, description, pus"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TYPOS))
+def test_unknown_key_is_reported_first_with_the_nearest_name(tmp_path, case):
+    loader, text, expected = TYPOS[case]
+    with pytest.raises(UserError) as info:
+        loader(_write(tmp_path, f"{case}.yaml", text))
+    assert expected in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf"])
+def test_nan_and_inf_numbers_are_refused(tmp_path, value):
+    path = _write(tmp_path, "c.yaml", GOOD_CLUSTER.replace("bandwidth_mbps: 5", f"bandwidth_mbps: {value}"))
+    with pytest.raises(UserError, match=r"links\.0\.link\.bandwidth_mbps: expected a (finite )?number"):
+        load_cluster(path)
+
+
+def test_nan_and_inf_in_a_device_are_refused(tmp_path):
+    for field in ("speed: 0.25", "p_active_w: 3.7", "p_board_idle_w: 2.7"):
+        key = field.split(":")[0]
+        path = _write(tmp_path, f"{key}.yaml", GOOD_DEVICE.replace(field, f"{key}: .inf"))
+        with pytest.raises(UserError, match=rf"{key}: expected a finite number"):
+            load_device(path)
+
+
+def _unusable_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    (tmp_path / "folder.yaml").mkdir()
+    files = {
+        "empty": (_write(tmp_path, "empty.yaml", ""), "got an empty file"),
+        "comments_only": (_write(tmp_path, "comments.yaml", "# nothing here\n"), "got an empty file"),
+        "folder": (tmp_path / "folder.yaml", "got a directory"),
+        "deep": (_write(tmp_path, "deep.yaml", "a: " + "[" * 3000 + "]" * 3000 + "\n"), "nested too deeply"),
+        "two_documents": (_write(tmp_path, "two.yaml", "name: a\n---\nname: b\n"), "expected valid YAML"),
+        "python_tag": (_write(tmp_path, "tag.yaml", "name: !!python/object/apply:os.getcwd []\n"), "valid YAML"),
+        "control_char": (_write(tmp_path, "ctrl.yaml", "name: \x01\n"), "valid YAML"),
+        "string_keys": (_write(tmp_path, "keys.yaml", "3: 4\n"), "expected string keys"),
+        "name_too_long": (tmp_path / ("a" * 300 + ".yaml"), "expected a readable YAML file"),
+        "nul_in_path": (tmp_path / "a\0b.yaml", "NUL byte"),
+    }
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(bytes(range(128, 256)) * 4)
+    files["binary"] = (binary, "expected UTF-8 text")
+    huge = tmp_path / "huge.yaml"
+    huge.write_bytes(b"# padding\n" * 120_000)  # 1.2 MB of comments: valid YAML, but not a profile
+    files["huge"] = (huge, "at most 1048576 bytes")
+    return files
+
+
+UNUSABLE = ["binary", "comments_only", "control_char", "deep", "empty", "folder", "huge", "name_too_long",
+            "nul_in_path", "python_tag", "string_keys", "two_documents"]
+
+
+@pytest.mark.parametrize("case", UNUSABLE)
+def test_every_unusable_yaml_file_is_one_line(tmp_path, case):
+    files = _unusable_files(tmp_path)
+    assert sorted(files) == UNUSABLE
+    path, needle = files[case]
+    for loader in (load_cluster, load_device):
+        with pytest.raises(UserError) as info:
+            loader(path)
+        msg = str(info.value)
+        assert needle in msg and "\n" not in msg, f"{case}: {msg!r}"
+        assert msg.startswith(("cluster ", "device ")), f"{case}: {msg!r}"
+
+
+def test_unreadable_file_is_one_line(tmp_path):
+    import os
+
+    if os.geteuid() == 0:
+        pytest.skip("root reads any file")
+    path = _write(tmp_path, "locked.yaml", GOOD_CLUSTER)
+    path.chmod(0)
+    with pytest.raises(UserError, match="expected a readable YAML file, got PermissionError"):
+        load_cluster(path)
+
+
+def test_alias_bomb_is_refused_quickly_with_a_short_message(tmp_path):
+    """Anchors make a small file hold a huge value; the message must quote it briefly."""
+    text = "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9) if i else '1, 2, 3'}]\n" for i in range(8))
+    path = _write(tmp_path, "bomb.yaml", "name: x\nnodes: *l7\n" + text)
+    with pytest.raises(UserError) as info:
+        load_cluster(path)
+    assert len(str(info.value)) < 400

@@ -115,3 +115,70 @@ def test_negative_control_split_check_detects_a_wrong_stage(graph_of):
     with torch.no_grad():
         out = broken(*(env[n] for n in stages[1].inputs))
     assert not torch.allclose(out[-1], ref, rtol=1e-5, atol=1e-5)
+
+
+def _stage_flops(g, assignment):
+    flops: dict[int, int] = {}
+    for n in g.compute_nodes():
+        flops[assignment[n.name]] = flops.get(assignment[n.name], 0) + n.flops
+    return flops
+
+
+def _best_bottleneck(weights, k):
+    """Brute force: the smallest possible heaviest stage over every k-part contiguous split."""
+    import itertools
+
+    n = len(weights)
+    return min(max(sum(weights[a:b]) for a, b in itertools.pairwise((0, *cuts, n)))
+               for cuts in itertools.combinations(range(1, n), k - 1))
+
+
+@pytest.mark.parametrize("name", ["digits_mlp", "digits_cnn", "lenet_digits"])
+def test_equal_flops_chain_gives_exactly_k_contiguous_balanced_stages(name, graph_of):
+    from dnninfer.graph import equal_flops_chain
+
+    _, inputs, g, ref = graph_of(name)
+    blocks = g.chain()
+    weights = [b.flops for b in blocks]
+    for k in sorted({1, 2, 3, 4, len(blocks) - 1, len(blocks)}):
+        assignment = equal_flops_chain(g, k)
+        per_block = [assignment[b.nodes[0]] for b in blocks]
+        assert sorted(set(per_block)) == list(range(k)), (k, per_block)
+        assert per_block == sorted(per_block)  # contiguous along the chain
+        assert all(assignment[n] == assignment[b.nodes[0]] for b in blocks for n in b.nodes)
+        assert max(_stage_flops(g, assignment).values()) == _best_bottleneck(weights, k)
+        stages = assert_split_equals_whole(g, inputs, ref, assignment)
+        assert [s.index for s in stages] == list(range(k))
+
+
+def test_negative_control_the_old_cumulative_labels_skip_stages(graph_of):
+    """The previous rule (label = floor(k * FLOPs before the block / total)) fails the check above."""
+    _, _, g, _ = graph_of("digits_mlp")
+    blocks = g.chain()
+    total, acc, labels = sum(b.flops for b in blocks), 0, []
+    for b in blocks:
+        labels.append(min(3, int(4 * acc / total)))
+        acc += b.flops
+    assert sorted(set(labels)) != [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("k", [0, -1, 7, 1000])
+def test_equal_flops_chain_refuses_impossible_stage_counts(graph_of, k):
+    from dnninfer.graph import equal_flops_chain
+
+    _, _, g, _ = graph_of("digits_mlp")
+    assert len(g.chain()) == 6
+    match = "positive integer" if k < 1 else "digits_mlp has 6 chain blocks.*at most 6 stages, got"
+    with pytest.raises(UserError, match=match):
+        equal_flops_chain(g, k)
+
+
+def test_cli_run_gives_the_stages_asked_for(capsys):
+    """The issue's case: `dnninfer run MODEL --stages K` ran fewer stages than asked."""
+    import json
+
+    from dnninfer.cli import main
+
+    assert main(["run", "digits_mlp", "--stages", "4", "--json"]) == 0
+    obj = json.loads(capsys.readouterr().out)
+    assert obj["stages"] == 4 and obj["equal"]

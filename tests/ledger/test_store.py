@@ -175,8 +175,8 @@ def test_edited_row_is_reported_and_the_valid_prefix_kept(tmp_path):
 
     _edit_row(path, 5, more_cycles)
     size = path.stat().st_size
-    with pytest.raises(CorruptLedgerError, match=r"4 invalid row\(s\), 4 valid block\(s\) kept; first: "
-                                                r"row .* \(height 5\): .*invalid signature") as e:
+    with pytest.raises(CorruptLedgerError, match=r"invalid ledger: row .* \(height 5\): .*invalid signature.* "
+                                                r"\(and 3 more problem\(s\)\); 4 valid block\(s\) kept") as e:
         open_ledger(path)
     assert e.value.ledger.height == 4 and len(e.value.problems) == 4
     assert all("was rejected" in p for p in e.value.problems[1:])

@@ -65,6 +65,27 @@ def test_run_every_planner_is_bit_exact(capsys):
     assert all(r["argmax"] == obj["reference_argmax"] for r in obj["runs"])
 
 
+def test_run_reports_every_plan_shadow_checked_and_safe(capsys):
+    obj = json_out(capsys, "mcu", "run", "digits-cnn", "--json")
+    assert obj["safe"] is True
+    assert all(r["shadow_checked"] and r["safe"] and r["bytes_checked"] > 0 for r in obj["runs"])
+
+
+def test_run_refuses_an_unsafe_plan_in_one_line(capsys, monkeypatch):
+    """vMCU shift d* - 1 on the digits CNN's first layer: refused, naming the layer and both tensors."""
+    from dnninfer.memory import cli as mcu_cli
+    from dnninfer.memory import plan
+
+    def unsafe(ir, args):
+        good = plan(ir, "vmcu")
+        return [plan(ir, "vmcu", shifts={0: good.steps[0].shift - 1})]
+
+    monkeypatch.setattr(mcu_cli, "make_plans", unsafe)
+    code, _, err = run_cli(capsys, "mcu", "run", "digits-cnn", "--planner", "vmcu")
+    assert_user_error(code, err, "plan vmcu is unsafe", "reads byte", "of tensor 'input'", "overwritten by tensor",
+                      "refusing the plan")
+
+
 def test_run_a_zoo_model_quantised_on_its_example_input(capsys):
     obj = json_out(capsys, "mcu", "run", "lenet_digits", "--planner", "vmcu", "--json")
     assert obj["bit_exact"] is True and obj["runs"][0]["planner"] == "vmcu"

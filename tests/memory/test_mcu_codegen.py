@@ -15,7 +15,7 @@ import torch
 from dnninfer.errors import UserError
 from dnninfer.memory import codegen
 from dnninfer.memory.codegen import arm_sizes, compile_and_run, generate, generate_source
-from dnninfer.memory.executor import run
+from dnninfer.memory.executor import PlanUnsafe, run
 from dnninfer.memory.ir import FloatParams, IRBuilder
 from dnninfer.memory.kernels import reference
 from dnninfer.memory.models import benchmark_ir, example_input, mobilenet_v2_ir
@@ -35,9 +35,9 @@ def case(name: str):
     return ir, x, ref
 
 
-def c_equals_python(ir, p, x, tmp_path) -> tuple[np.ndarray, np.ndarray]:
+def c_equals_python(ir, p, x, tmp_path, shadow: bool = True) -> tuple[np.ndarray, np.ndarray]:
     c_path = generate(ir, p, tmp_path / p.planner)
-    return compile_and_run(c_path, x), run(ir, p, x).ravel()
+    return compile_and_run(c_path, x), run(ir, p, x, shadow=shadow).ravel()
 
 
 @needs_gcc
@@ -68,7 +68,9 @@ def test_unsafe_shift_gives_the_same_wrong_bytes_in_c_and_python(tmp_path):
                    if s.kind == "fused_ib" and blocks[s.layers[0]].residual and blocks[s.layers[0]].expand is not None)
     row = ir.tensors[ir.layers[step.layers[-1]].output].row_bytes
     bad = plan(ir, "vmcu_fused", shifts={j: step.shift - row})
-    c, py = c_equals_python(ir, bad, x, tmp_path)
+    with pytest.raises(PlanUnsafe):  # the checked executor refuses it; unchecked, it shows what C computes
+        run(ir, bad, x)
+    c, py = c_equals_python(ir, bad, x, tmp_path, shadow=False)
     assert not np.array_equal(py, ref.ravel())
     assert np.array_equal(c, py)
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from dnninfer.errors import UserError
 from dnninfer.memory import executor
-from dnninfer.memory.executor import Arc, run
+from dnninfer.memory.executor import Arc, PlanUnsafe, run
 from dnninfer.memory.ir import IR, FloatParams, IRBuilder
 from dnninfer.memory.kernels import reference
 from dnninfer.memory.models import benchmark_ir, example_input
@@ -65,7 +65,9 @@ def test_layerwise_shift_one_row_short_changes_the_output(model):
     j, step = next((j, s) for j, s in enumerate(good.steps) if s.shift > 0)
     row = ir.tensors[ir.layers[step.layers[-1]].output].row_bytes
     bad = plan(ir, "vmcu", shifts={j: step.shift - row})
-    assert not np.array_equal(run(ir, bad, x), ref)
+    assert not np.array_equal(run(ir, bad, x, shadow=False), ref)
+    with pytest.raises(PlanUnsafe):
+        run(ir, bad, x)
 
 
 @pytest.mark.parametrize("model", ("mbv2-0.35-48", "mbv2-0.5-64"))
@@ -77,7 +79,9 @@ def test_fused_residual_block_shift_one_row_short_changes_the_output(model):
                    if s.kind == "fused_ib" and blocks[s.layers[0]].residual and blocks[s.layers[0]].expand is not None)
     row = ir.tensors[ir.layers[step.layers[-1]].output].row_bytes
     bad = plan(ir, "vmcu_fused", shifts={j: step.shift - row})
-    assert not np.array_equal(run(ir, bad, x), ref)
+    assert not np.array_equal(run(ir, bad, x, shadow=False), ref)
+    with pytest.raises(PlanUnsafe):
+        run(ir, bad, x)
 
 
 @pytest.mark.parametrize("planner", sorted(PLANNERS))
@@ -118,7 +122,9 @@ def test_greedy_plan_with_overlapping_live_tensors_changes_the_output():
     offsets = dict(good.offsets)
     offsets[layer.output] = offsets[layer.inputs[0]]
     bad = MemoryPlan(**{**good.__dict__, "offsets": offsets})
-    assert not np.array_equal(run(ir, bad, x), ref)
+    assert not np.array_equal(run(ir, bad, x, shadow=False), ref)
+    with pytest.raises(PlanUnsafe):
+        run(ir, bad, x)
 
 
 def _fp(rng: np.random.Generator, *shape: int) -> FloatParams:

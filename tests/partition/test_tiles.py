@@ -1,3 +1,4 @@
+
 """Spatial tiling: stripes with halos must reproduce the untiled model exactly, on chains and DAGs."""
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from torch import nn
 
 from dnninfer import zoo
 from dnninfer.errors import UserError
-from dnninfer.graph import capture
+from dnninfer.graph import capture, shared_writes
 from dnninfer.partition.tiles import (
     is_row_local,
     region_of_blocks,
@@ -178,7 +179,7 @@ def test_in_place_ops_never_write_into_shared_rows():
     g = capture(model, (x.clone(),))
     ref = run(model, x.clone())
     tl = tile(g, ["add_", "c"], (1.0, 1.0, 1.0))
-    assert all(f"add___t{t}__clone" in tl.tiles[t] for t in range(3))
+    assert shared_writes(tl.graph.gm) == []  # capture functionalised the add_: nothing to clone
     close(run(tl.graph, x.clone()), ref)
 
 

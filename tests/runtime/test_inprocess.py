@@ -51,3 +51,24 @@ def test_failing_stage_names_its_node(graph_of):
     stages = three_stages(g)
     with pytest.raises(RuntimeError, match="stage 0 on node 'edge-1'"):
         run_inprocess(g, stages, (torch.randn(1, 3, 8, 8),), placement=["edge-1", "edge-2", "edge-3"])
+
+
+@pytest.mark.parametrize(("bw", "rtt"), [(float("nan"), 0.0), (float("inf"), 0.0), (0.0, 0.0), (10.0, float("nan")),
+                                         (10.0, float("inf")), (10.0, -1.0)])
+def test_simple_link_refuses_nan_inf_and_nonpositive(bw, rtt):
+    with pytest.raises(UserError, match="finite bandwidth > 0"):
+        SimpleLink(bw, rtt)
+
+
+def test_simple_link_accepts_finite_values_negative_control():
+    assert SimpleLink(8.0, 2.0).transfer_s(1_000_000) == pytest.approx(1e-3 + 1.0)
+
+
+def test_absurd_emulated_delay_is_a_user_error_only_when_sleeping(graph_of):
+    """A link of 1e-12 Mbit/s is a valid number but would sleep for ages (or overflow time.sleep)."""
+    _, inputs, g, _ = graph_of("digits_cnn")
+    stages = three_stages(g)
+    with pytest.raises(UserError, match=r"would take .* s, expected at most 3600 s"):
+        run_inprocess(g, stages, inputs, placement=["a", "b", "c"], links=SimpleLink(1e-12))
+    simulated = run_inprocess(g, stages, inputs, placement=["a", "b", "c"], links=SimpleLink(1e-12), sleep=False)
+    assert simulated.wall_s > 3600  # simulated time is only added up, so any finite delay is fine

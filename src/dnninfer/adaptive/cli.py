@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from dnninfer.errors import UserError
+from dnninfer import argtypes as at
 
 
 def add_commands(sub: Any) -> None:
@@ -17,19 +17,23 @@ def add_commands(sub: Any) -> None:
     t.add_argument("--dataset", default="digits", help="digits, or mnist / fashion_mnist / kmnist (needs --data-dir)")
     t.add_argument("--data-dir", default=None, help="directory with the four MNIST-format IDX files (.gz or plain)")
     t.add_argument("--backbone", default="blenet", help="blenet (the paper's B-LeNet) or bcnn (multi-exit digits_cnn)")
-    t.add_argument("--epochs", type=int, default=30, help="epochs for the full DNN and for joint BranchyNet training")
-    t.add_argument("--ae-epochs", type=int, default=None, help="autoencoder epochs (default: 2 x --epochs)")
-    t.add_argument("--threshold", type=float, default=None,
+    t.add_argument("--epochs", type=at.bounded_int(1, 10_000), default=30,
+                   help="epochs for the full DNN and for joint BranchyNet training")
+    t.add_argument("--ae-epochs", type=at.bounded_int(1, 10_000), default=None,
+                   help="autoencoder epochs (default: 2 x --epochs)")
+    t.add_argument("--threshold", type=at.positive_float, default=None,
                    help="exit-1 entropy threshold T in nats (default: the --easy-fraction quantile on training data)")
-    t.add_argument("--easy-fraction", type=float, default=0.8)
+    t.add_argument("--easy-fraction", type=at.positive_float, default=0.8,
+                   help="share of training images exit 1 should take, in (0, 1)")
     t.add_argument("--targets", default="easiest", choices=["easiest", "kmeans"],
                    help="one easiest image per class (paper) or k-means representatives (CAE-Net)")
-    t.add_argument("--clusters", type=int, default=3, help="k for --targets kmeans")
+    t.add_argument("--clusters", type=at.bounded_int(1, 1000), default=3, help="k for --targets kmeans")
     t.add_argument("--autoencoders", default="dense,conv", help="comma list of dense, dense_mnist, conv")
-    t.add_argument("--image-size", type=int, default=None, help="resize images (default: 28 for blenet)")
-    t.add_argument("--train-limit", type=int, default=None)
-    t.add_argument("--test-limit", type=int, default=None)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--image-size", type=at.bounded_int(4, 1024), default=None,
+                   help="resize images (default: 28 for blenet)")
+    t.add_argument("--train-limit", type=at.positive_int, default=None)
+    t.add_argument("--test-limit", type=at.positive_int, default=None)
+    t.add_argument("--seed", type=at.seed, default=0)
     t.add_argument("--save", type=Path, default=None, help="write the trained models' state dicts to this .pt file")
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=cmd_train)
@@ -43,8 +47,6 @@ def cmd_train(args: argparse.Namespace) -> None:
     from dnninfer.bench.output import err_console
     from dnninfer.cli import _emit
 
-    if args.epochs < 1:
-        raise UserError(f"--epochs: expected an integer >= 1, got {args.epochs}")
     cfg = CBNetConfig(dataset=args.dataset, data_dir=args.data_dir, backbone=args.backbone, image_size=args.image_size,
                       epochs=args.epochs, ae_epochs=args.ae_epochs or 2 * args.epochs, threshold=args.threshold,
                       easy_fraction=args.easy_fraction, targets=args.targets, clusters=args.clusters,

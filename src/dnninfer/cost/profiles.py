@@ -6,9 +6,11 @@ relative to ONE core of the host this toolkit runs on, plus the power figures of
 links between them. Every number in the shipped YAML carries its source; the speed ratios are
 derived from published single-thread latencies of the same models, divided into our host's.
 
-Configs are validated once, at load time (pydantic, ``extra="forbid"``); any mistake in a file is
-a `UserError` with one line naming the file, the field path and what was expected, e.g.
-``configs/clusters/x.yaml: links.0.link.bandwidth_mbps: expected a number > 0, got -5``.
+Configs are validated once, at load time (pydantic, ``extra="forbid"``, no nan/inf); any mistake
+in a file is a `UserError` with one line naming the file, the field path and what was expected, e.g.
+``cluster configs/clusters/x.yaml: links.0.link.bandwidth_mbps: expected a number > 0, got -5``.
+An unknown key is reported before anything else, with the nearest valid name: a typo'd key also
+leaves its field missing, and "missing bandwidth_mbps" would hide the real mistake.
 
 Units: bandwidth in Mbit/s (10^6 bit/s, as `tc` reads "mbit"), RTT and jitter in ms, power in W,
 link energy in nJ per bit, memory in MB.
@@ -16,7 +18,11 @@ link energy in nJ per bit, memory in MB.
 
 from __future__ import annotations
 
+import difflib
 import os
+import reprlib
+import types
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -66,7 +72,7 @@ def _require_unique(names: list[str], what: str) -> None:
         raise ValueError(f"{what} names must be unique, got {', '.join(dupes)} more than once")
 
 class _Config(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ProcessingUnit(_Config):
@@ -320,8 +326,13 @@ def _display(path: Path) -> str:
     return str(path) if rel.startswith("..") else rel
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 50, 50
+
+
 def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
+    """A bounded repr: YAML anchors can make a tiny file hold a huge or deeply nested value."""
+    text = _REPR.repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -329,7 +340,53 @@ def _num(x: Any) -> str:
     return f"{x:g}" if isinstance(x, (int, float)) else str(x)
 
 
-def _describe(err: Mapping[str, Any]) -> str:
+def _model_at(model: Any, path: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The config class that validates the mapping at `path` of a document of `model` (None if unknown)."""
+    tp: Any = model
+    for part in (*path, None):
+        while True:  # peel Optional / Union / Annotated down to a model or container
+            origin = typing.get_origin(tp)
+            if origin in (typing.Union, types.UnionType):
+                args = [a for a in typing.get_args(tp) if a is not type(None)]
+                if len(args) != 1:
+                    return None
+                tp = args[0]
+            elif origin is typing.Annotated:
+                tp = typing.get_args(tp)[0]
+            else:
+                break
+        if part is None:
+            break
+        origin, args = typing.get_origin(tp), typing.get_args(tp)
+        if isinstance(part, int) and origin is list and args:
+            tp = args[0]
+        elif origin is dict and len(args) == 2:
+            tp = args[1]
+        elif isinstance(tp, type) and issubclass(tp, BaseModel) and part in tp.model_fields:
+            tp = tp.model_fields[part].annotation
+        else:
+            return None
+    return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
+
+
+def _unknown_key(err: Mapping[str, Any], model: Any) -> str:
+    """``<where>: unknown key 'bandwith_mbps' (did you mean 'bandwidth_mbps'?)``."""
+    loc = tuple(err.get("loc", ()))
+    key = loc[-1] if loc else "?"
+    where = ".".join(str(p) for p in loc[:-1]) or "(top level)"
+    cls = _model_at(model, loc[:-1]) if model is not None else None
+    valid = list(cls.model_fields) if cls is not None else []
+    close = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.6)
+    if close:
+        hint = f"did you mean {close[0]!r}?"
+    elif valid:
+        hint = f"expected one of {', '.join(valid)}"
+    else:
+        hint = "check the spelling"
+    return f"{where}: unknown key {_short(key)} ({hint})"
+
+
+def _describe(err: Mapping[str, Any], model: Any = None) -> str:
     """One pydantic error as ``<field path>: expected <what>, got <value>``."""
     loc = ".".join(str(part) for part in err.get("loc", ()))
     kind = err.get("type", "")
@@ -343,6 +400,7 @@ def _describe(err: Mapping[str, Any]) -> str:
         "less_than": f"a number < {_num(ctx.get('lt'))}",
         "less_than_equal": f"a number <= {_num(ctx.get('le'))}",
         "float_type": "a number",
+        "finite_number": "a finite number (not nan or inf)",
         "float_parsing": "a number",
         "int_type": "an integer",
         "int_parsing": "an integer",
@@ -361,7 +419,11 @@ def _describe(err: Mapping[str, Any]) -> str:
     if kind == "missing":
         return f"{loc}: expected a value, got nothing (required field missing)"
     if kind == "extra_forbidden":
-        return f"{loc}: expected no such field (unknown key; check the spelling), got {got}"
+        return _unknown_key(err, model)
+    if kind == "invalid_key":
+        return f"{loc or '(top level)'}: expected string keys, got {got}"
+    if kind == "recursion_loop":
+        return f"{loc or '(top level)'}: expected a plain value, got a recursive (self-referencing) one"
     if kind in ("value_error", "assertion_error"):
         message = str(ctx.get("error", err.get("msg", "")))
         return f"{loc}: {message}" if loc else message
@@ -372,31 +434,64 @@ def _describe(err: Mapping[str, Any]) -> str:
     return f"{loc}: expected {what}, got {got}"
 
 
-def _validation_message(source: str, exc: ValidationError) -> str:
-    errors = exc.errors()
-    first = _describe(errors[0])
+def _validation_message(source: str, exc: ValidationError, model: Any = None) -> str:
+    """One line for the most telling error: unknown keys first (their typo is the cause of any
+    "missing field" next to them), then keys that are not strings, then the rest in file order."""
+    rank = {"extra_forbidden": 0, "invalid_key": 1}
+    errors = sorted(exc.errors(), key=lambda e: rank.get(e.get("type", ""), 2))
+    first = _describe(errors[0], model)
     more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
     return f"{source}: {first}{more}"
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    shown = _display(path)
+#: Config files are a few KB; anything past this is not a profile (and would be read whole).
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def _read_yaml(path: Path, shown: str) -> dict[str, Any]:
+    """The top-level mapping of a YAML file; every way a file can be unusable is one UserError."""
     try:
-        text = path.read_text(encoding="utf-8")
+        is_dir = path.is_dir()
+        size = 0 if is_dir else path.stat().st_size
+        raw = b"" if is_dir or size > MAX_CONFIG_BYTES else path.read_bytes()
     except FileNotFoundError:
         raise UserError(f"{shown}: expected an existing YAML file, got no such file") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
-        raise UserError(f"{shown}: expected a readable UTF-8 YAML file, got {type(e).__name__}") from None
+    except ValueError:  # a NUL byte in the path
+        raise UserError(f"{shown}: expected a file path, got one containing a NUL byte") from None
+    except OSError as e:  # permissions, a name too long, a special file...
+        raise UserError(f"{shown}: expected a readable YAML file, got {type(e).__name__}: {e.strerror or e}") from None
+    if is_dir:
+        raise UserError(f"{shown}: expected a YAML file, got a directory")
+    if size > MAX_CONFIG_BYTES:
+        raise UserError(f"{shown}: expected a YAML config of at most {MAX_CONFIG_BYTES} bytes, got {size}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{shown}: expected UTF-8 text, got a byte {raw[e.start:e.start + 1]!r} at offset {e.start} "
+                        "that is not (a binary file?)") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        problem = getattr(e, "problem", None) or (str(e).splitlines() or [type(e).__name__])[0]
         raise UserError(f"{shown}: {where}expected valid YAML, got a syntax error ({problem})") from None
+    except RecursionError:
+        raise UserError(f"{shown}: expected a config, got YAML nested too deeply to read") from None
+    if data is None:
+        raise UserError(f"{shown}: expected a mapping of fields at the top level, got an empty file")
     if not isinstance(data, dict):
         raise UserError(f"{shown}: expected a mapping of fields at the top level, got {type(data).__name__}")
     return data
+
+
+def _validate(model: type[_Config], data: dict[str, Any], shown: str) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise UserError(_validation_message(shown, e, model)) from None
+    except RecursionError:  # pydantic-core guards recursion; this is the last line of defence
+        raise UserError(f"{shown}: expected a config, got values nested too deeply to validate") from None
 
 
 def _resolve(name_or_path: str | os.PathLike[str], kind: str, base_dir: Path | None) -> Path:
@@ -407,7 +502,11 @@ def _resolve(name_or_path: str | os.PathLike[str], kind: str, base_dir: Path | N
         path = Path(raw).expanduser()
         return base_dir / path if base_dir is not None and not path.is_absolute() else path
     path = configs_dir() / kind / f"{raw}.yaml"
-    if not path.exists():
+    try:
+        exists = "\0" not in raw and path.exists()
+    except OSError:  # a name longer than the file system allows
+        exists = False
+    if not exists:
         known = _list(kind)
         raise UserError(
             f"{kind[:-1]} {raw!r}: expected one of {', '.join(known) or '(none)'} "
@@ -424,11 +523,8 @@ def _list(kind: str) -> list[str]:
 def load_device(name_or_path: str | os.PathLike[str], *, base_dir: Path | None = None) -> DeviceProfile:
     """Load and validate a device profile by name (``rpi4``) or path; UserError on any mistake."""
     path = _resolve(name_or_path, "devices", base_dir)
-    data = _read_yaml(path)
-    try:
-        return DeviceProfile.model_validate(data)
-    except ValidationError as e:
-        raise UserError(_validation_message(_display(path), e)) from None
+    shown = f"device {_display(path)}"
+    return _validate(DeviceProfile, _read_yaml(path, shown), shown)
 
 
 def load_cluster(name_or_path: str | os.PathLike[str]) -> Cluster:
@@ -438,12 +534,8 @@ def load_cluster(name_or_path: str | os.PathLike[str]) -> Cluster:
     files, rather than halfway through a plan.
     """
     path = _resolve(name_or_path, "clusters", None)
-    data = _read_yaml(path)
-    shown = _display(path)
-    try:
-        cluster = Cluster.model_validate(data)
-    except ValidationError as e:
-        raise UserError(_validation_message(shown, e)) from None
+    shown = f"cluster {_display(path)}"
+    cluster = _validate(Cluster, _read_yaml(path, shown), shown)
     cluster._base_dir = path.parent
     for i, node in enumerate(cluster.nodes):
         try:

@@ -69,7 +69,9 @@ class Graph:
     """A captured model: the fx GraphModule plus one `NodeInfo` per node, in topological order.
 
     Built by `dnninfer.graph.capture`. The annotations also live on the IR
-    (``node.meta["dnninfer"]``) so fx passes can read them without a side table.
+    (``node.meta["dnninfer"]``) so fx passes can read them without a side table. The graph is
+    functional (graph/inplace.py): no node writes into a value another node reads, so stages,
+    lanes and tiles may run its pieces in any order the data dependencies allow.
     """
 
     def __init__(

@@ -3,10 +3,12 @@ mechanism: planners choose the assignment, this module only builds it)."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import networkx as nx
+import numpy as np
 from torch import fx
 from torch.utils import _pytree as pytree
 
@@ -28,16 +30,64 @@ def _check(graph: Graph, assignment: Mapping[str, int]) -> None:
 
 
 def equal_flops_chain(graph: Graph, k: int) -> dict[str, int]:
-    """A neutral k-stage assignment: chain blocks in order, about 1/k of the FLOPs each.
+    """A neutral k-stage assignment: exactly `k` contiguous runs of chain blocks, labelled 0..k-1.
 
-    Used by demos and runtime benches; real planners (partition/) choose their own cuts.
+    Used by demos and runtime benches (real planners in partition/ choose their own cuts), so it
+    must never hand back fewer stages than asked: every stage gets at least one block, the
+    largest stage's FLOPs are as small as possible, and among such splits the stages are as even
+    as possible. K < 1 or more stages than blocks is a `UserError`.
     """
     blocks = graph.chain()
-    total, acc, labels = sum(b.flops for b in blocks) or 1, 0, []
-    for b in blocks:
-        labels.append(min(k - 1, int(k * acc / total)))
-        acc += b.flops
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise UserError(f"stages: expected a positive integer, got {k!r}")
+    if k > len(blocks):
+        raise UserError(
+            f"stages: {graph.name} has {len(blocks)} chain blocks (cuts between single tensors), "
+            f"so it can be split into at most {len(blocks)} stages, got {k}"
+        )
+    ends = balanced_cuts([b.flops for b in blocks], k)
+    labels = [s for s, (lo, hi) in enumerate(itertools.pairwise((0, *ends))) for _ in range(lo, hi)]
     return graph.blocks_to_assignment(blocks, labels)
+
+
+def balanced_cuts(weights: Sequence[int], k: int) -> list[int]:
+    """End index of each of `k` non-empty contiguous parts of `weights` (the last is len).
+
+    Minimises the heaviest part (bisection on the bottleneck, exact for integer weights), then
+    the sum of squared part weights among splits with that bottleneck (a DP over prefix sums).
+    """
+    n = len(weights)
+    if not 1 <= k <= n:
+        raise ValueError(f"cannot cut {n} weights into {k} non-empty parts")
+    prefix = np.concatenate(([0], np.cumsum(np.asarray(weights, dtype=np.int64))))
+
+    def parts(limit: int) -> int:  # fewest parts with every part <= limit (greedy is optimal)
+        count, start = 1, 0
+        for i in range(1, n + 1):
+            if prefix[i] - prefix[start] > limit:
+                count, start = count + 1, i - 1
+        return count
+
+    lo, hi = int(max(weights, default=0)), int(prefix[-1])
+    while lo < hi:  # parts() is non-increasing in the limit; "at most k" == "exactly k" (split more)
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if parts(mid) <= k else (mid + 1, hi)
+    # span[j, i] = weight of blocks j..i-1; allowed when it is non-empty and within the bottleneck.
+    span = (prefix[None, :] - prefix[:, None]).astype(np.float64)
+    allowed = (span <= lo) & np.triu(np.ones((n + 1, n + 1), dtype=bool), 1)
+    cost = np.where(allowed, span**2, np.inf)
+    best = np.full(n + 1, np.inf)
+    best[0] = 0.0
+    back = np.zeros((k, n + 1), dtype=np.int64)
+    for s in range(k):
+        total = best[:, None] + cost  # [j, i]: best split of 0..j into s parts, then part j..i
+        back[s] = np.argmin(total, axis=0)
+        best = total[back[s], np.arange(n + 1)]
+    ends, i = [], n
+    for s in range(k - 1, -1, -1):
+        ends.append(i)
+        i = int(back[s, i])
+    return ends[::-1]
 
 
 def stage_order(graph: Graph, assignment: Mapping[str, int]) -> list[int]:

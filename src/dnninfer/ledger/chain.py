@@ -33,9 +33,14 @@ from dnninfer.ledger.reputation import Table, apply_block, initial_table, table_
 
 
 class BlockSink(Protocol):
-    """Where accepted blocks are persisted (a `LedgerStore`)."""
+    """Where accepted blocks are persisted (a `LedgerStore`).
 
-    def append(self, block: Block) -> None: ...
+    `append` gets the block and what the ledger will look like once it is added: the heaviest tip
+    `head` (may be `block` itself) and `blocks`, the number of valid blocks on every branch, genesis
+    excluded. A store writes all three atomically, so a later truncation of the file is detectable.
+    """
+
+    def append(self, block: Block, head: Block, blocks: int) -> None: ...
 
     def close(self) -> None: ...
 
@@ -66,6 +71,7 @@ class Ledger:
         self._receipt_blocks: dict[tuple[str, int], list[str]] = {}
         self._head = g.hash
         self.problems: list[str] = []  # rows rejected when loaded from a file (see store.open_ledger)
+        self.warnings: list[str] = []  # e.g. a file written before head records (see store.open_ledger)
 
     # -- reading -------------------------------------------------------------------------------
     @property
@@ -234,22 +240,24 @@ class Ledger:
         Raises `LedgerError` with the reason when the block is invalid; the state is then unchanged.
         """
         table = self.check_block(block)
-        if self.store is not None:
-            self.store.append(block)
-        self._insert(block, table)
+        work = self.work[block.prev_hash] + block_work(block.target)
+        head = self._head
+        if (work, head) > (self.work[head], block.hash):  # more work, or equal work and a lower hash
+            head = block.hash
+        if self.store is not None:  # len(self.blocks) counts genesis, so it is the non-genesis count after
+            self.store.append(block, block if head == block.hash else self.blocks[head], len(self.blocks))
+        self._insert(block, table, work, head)
 
-    def _insert(self, block: Block, table: Table) -> None:
+    def _insert(self, block: Block, table: Table, work: int, head: str) -> None:
         h = block.hash
         self.blocks[h] = block
         self.children[h] = []
         self.children[block.prev_hash].append(h)
-        self.work[h] = self.work[block.prev_hash] + block_work(block.target)
+        self.work[h] = work
         self._tables[h] = table
         for r in block.receipts:
             self._receipt_blocks.setdefault(r.key, []).append(h)
-        head = self._head
-        if (self.work[h], head) > (self.work[head], h):  # more work, or equal work and a lower hash
-            self._head = h
+        self._head = head
 
     def replay(self, blocks: Iterable[Block] | None = None) -> Table:
         """Re-validate `blocks` (default: the main chain, genesis optional) on a fresh ledger from genesis.

@@ -1,13 +1,19 @@
 """`dnninfer ledger verify|show|demo`: check a B-DT ledger file, list its chain, or make a demo one.
 
 `verify` replays every stored block from genesis (signatures, Merkle roots, stake targets, PoW,
-reputation roots, fork choice) and prints a summary; a corrupt or forged ledger is one line,
-``dnninfer: error: ...``, and exit status 2.
+reputation roots, fork choice, the head record) and prints a summary; it opens the file read-only
+and changes nothing beside it. Exit status: 0 valid, 2 invalid or unreadable. An invalid ledger is
+one line on stderr, ``dnninfer: error: ...``; with ``--json`` stdout still gets exactly one JSON
+object, ``{"path", "valid": false, "error", "block", "problems", "valid_blocks"}``, where `block`
+is the height blamed by the first problem (null when unknown, e.g. the file is not a database).
+Warnings (a ledger written before head records) go to stderr as ``dnninfer: warning: ...`` and
+into the JSON as `warnings`.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from dnninfer.errors import UserError
@@ -21,7 +27,8 @@ def add_commands(sub: Any) -> None:
 
     v = cmds.add_parser("verify", help="re-validate every block; summary of height, head and reputations")
     v.add_argument("path")
-    v.add_argument("--json", action="store_true")
+    v.add_argument("--json", action="store_true",
+                   help="one JSON object on stdout, also for an invalid ledger (then with exit status 2)")
     v.set_defaults(func=cmd_verify)
 
     s = cmds.add_parser("show", help="list the main chain's blocks (after verifying them)")
@@ -40,16 +47,34 @@ def add_commands(sub: Any) -> None:
 
 
 def _open_verified(path: str) -> Any:
-    from dnninfer.ledger.store import open_ledger
+    """The verified ledger, or a `LedgerVerifyError` (a `UserError`) naming the first problem."""
+    from dnninfer.ledger.errors import LedgerError
+    from dnninfer.ledger.store import describe_problems, open_ledger
 
-    ledger = open_ledger(path, strict=False, readonly=True)
+    try:
+        ledger = open_ledger(path, strict=False, readonly=True)
+    except LedgerError as e:
+        raise LedgerVerifyError(str(e), {"path": path, "valid": False, "error": str(e), "block": None,
+                                         "problems": [str(e)], "valid_blocks": None}) from None
     if ledger.problems:
-        n = len(ledger.problems)
         ledger.close()
-        raise UserError(f"{path}: invalid ledger: {ledger.problems[0]}"
-                        + (f" (and {n - 1} more invalid row(s))" if n > 1 else "")
-                        + f"; {len(ledger.blocks) - 1} valid block(s) before it")
+        msg = describe_problems(path, ledger)
+        first = ledger.problems[0]
+        raise LedgerVerifyError(msg, {"path": path, "valid": False, "error": msg,
+                                      "block": getattr(first, "height", None),
+                                      "problems": [str(p) for p in ledger.problems],
+                                      "valid_blocks": len(ledger.blocks) - 1})
+    for w in ledger.warnings:
+        print(f"dnninfer: warning: {w}", file=sys.stderr)
     return ledger
+
+
+class LedgerVerifyError(UserError):
+    """An invalid ledger: the one-line message, plus the JSON object `verify --json` prints for it."""
+
+    def __init__(self, message: str, report: dict[str, Any]):
+        super().__init__(message)
+        self.report = report
 
 
 def summary(ledger: Any) -> dict[str, Any]:
@@ -59,7 +84,9 @@ def summary(ledger: Any) -> dict[str, Any]:
     mined = ledger.mined_counts()
     aps = [{"ap": ap, "reputation": rep[ap], "blocks_mined": mined[ap],
             "next_expected_hashes": round(ledger.expected_hashes(ap), 1)} for ap in ledger.params.aps]
-    return {"valid": True, "blocks": len(ledger.blocks) - 1, "height": ledger.height, "head": ledger.head.hash,
+    return {"path": str(ledger.store.path) if ledger.store is not None else None, "valid": True,
+            "warnings": list(ledger.warnings), "blocks": len(ledger.blocks) - 1, "height": ledger.height,
+            "head": ledger.head.hash,
             "cumulative_work": ledger.work[ledger.head.hash], "orphans": len(ledger.stale_blocks()),
             "receipts": sum(len(b.receipts) for b in chain), "params": ledger.params.to_dict(), "aps": aps}
 
@@ -67,9 +94,16 @@ def summary(ledger: Any) -> dict[str, Any]:
 def cmd_verify(args: argparse.Namespace) -> None:
     from dnninfer.cli import _emit, _stdout
 
-    with _open_verified(args.path) as ledger:
+    try:
+        ledger = _open_verified(args.path)
+    except LedgerVerifyError as e:
+        if args.json:  # one JSON object on stdout whatever happens; cli.main still prints the line, exit 2
+            _emit(args, e.report, "")
+        raise
+    with ledger:
         s = summary(ledger)
-    _emit(args, s, f"{args.path}: valid", s["aps"])
+    _emit(args, s, f"{args.path}: valid" + (" (head not anchored: see the warning)" if s["warnings"] else ""),
+          s["aps"])
     if not args.json:
         _stdout().print(f"{s['blocks']} blocks, height {s['height']}, head {s['head']}, {s['orphans']} orphans "
                         f"(valid blocks off the main chain), {s['receipts']} receipts", markup=False)

@@ -18,6 +18,24 @@ class LedgerError(UserError):
     """A receipt, block or ledger file failed validation; the message says which rule and where."""
 
 
+class Problem(str):
+    """One line of a stored ledger's `problems`: still a plain string, plus where it points.
+
+    `height` is the height of the block blamed (for a head-record mismatch: the height the head
+    record names), `row` the stored hash column of the row; either is None when unknown (an
+    unreadable row, a damaged database). `ledger verify --json` reports `height` as `block`.
+    """
+
+    height: int | None
+    row: str | None
+
+    def __new__(cls, text: str, *, height: int | None = None, row: str | None = None) -> Problem:
+        self = super().__new__(cls, text)
+        self.height = height
+        self.row = row
+        return self
+
+
 class CorruptLedgerError(LedgerError):
     """A stored ledger has rows that fail validation (or cannot be read at all).
 

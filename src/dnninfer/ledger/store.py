@@ -1,14 +1,37 @@
 """Persistence: one SQLite file per ledger, crash-safe, re-validated on every open.
 
-Layout: `meta(key, value)` holds the format tag, the canonical parameters and the gateway keys;
-`blocks(hash PK, parent, height, body)` holds one row per block (canonical JSON). The database runs
-in WAL mode with `synchronous=FULL` and every block is written in its own transaction, so a crash
-(even SIGKILL or power loss) mid-write leaves the previous committed state.
+Layout: `meta(key, value)` holds the format tag, the canonical parameters, the gateway keys and
+the head record; `blocks(hash PK, parent, height, body)` holds one row per block (canonical JSON).
+The database runs in WAL mode with `synchronous=FULL` and every block is written in its own
+transaction, so a crash (even SIGKILL or power loss) mid-write leaves the previous committed state.
 
-Nothing stored is trusted: `open_ledger` replays every row from genesis through `Ledger.add_block`.
-Rows that fail (bad JSON, a hash that does not match, a forged receipt, a child of a rejected
-block, ...) are reported one line each; blocks that validate are kept; the file itself is never
-rewritten on open, so nothing is lost while someone investigates.
+Nothing stored is trusted: `open_ledger` first checks every row against itself (the body is
+canonical JSON of a block whose hash, parent and height are the row's columns), then replays the
+blocks from genesis through `Ledger.add_block` in the blocks' own height order, so an edited column
+blames the row that was edited, not its child. Rows that fail (bad JSON, a hash that does not
+match, a forged receipt, a child of a rejected block, ...) are reported one line each; blocks that
+validate are kept; the file itself is never rewritten on open, so nothing is lost while someone
+investigates.
+
+Head record. Valid blocks prove themselves, but nothing in them says how many there were: deleting
+the tip rows leaves a shorter chain that is perfectly valid. So every append also writes, in the
+same transaction, `meta['head']` = {height, hash, blocks}: the heaviest tip (the fork-choice head:
+most cumulative work, ties to the lowest hash) and the number of valid blocks on all branches
+(genesis excluded). On open the replayed ledger must match it exactly: a deleted tip changes the
+head, a deleted side-branch block (a lost fork, not on the main chain) changes only the count.
+This catches truncation by a crash image, a bad copy or a careless edit. It does not stop forgery:
+someone who edits the file on purpose can recompute the head record (and the gateway keys are in
+the file anyway); anchoring needs signatures with keys the file does not hold (Ed25519, a later
+issue). The count does not detect deleting one side-branch block and adding another.
+
+Old files (format `dnninfer-ledger/1`, written before head records) are accepted with a warning in
+`ledger.warnings` (their head is unanchored); the first append upgrades them to format 2 and
+anchors the head from then on. A format-2 file without a head row is refused.
+
+Read-only opens (`ledger verify`) create no files: with no `-wal` file beside the database (it was
+closed cleanly) it is opened `immutable`, so SQLite takes no locks and writes no `-shm`; while a
+writer is live (or after a crash) the `-wal` must be read, so it is opened `mode=ro` only, and SQLite
+may then create a `-shm` if none exists.
 
 The gateway HMAC keys live in the meta table so that `dnninfer ledger verify PATH` needs nothing
 else. That is acceptable only for a research prototype (anyone who can read the file can forge
@@ -20,22 +43,52 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dnninfer.ledger.block import Block
-from dnninfer.ledger.canonical import canonical_json, parse_json
+from dnninfer.ledger.canonical import canonical_json, check_hex64, check_int, exact_keys, parse_json
 from dnninfer.ledger.chain import Ledger
-from dnninfer.ledger.errors import CorruptLedgerError, LedgerError
+from dnninfer.ledger.errors import CorruptLedgerError, LedgerError, Problem
 from dnninfer.ledger.params import LedgerParams
 from dnninfer.ledger.receipt import Keyring
 
-FORMAT = "dnninfer-ledger/1"
+FORMAT = "dnninfer-ledger/2"
+LEGACY_FORMAT = "dnninfer-ledger/1"  # no head record
+_META_KEYS = {FORMAT: {"format", "params", "keys", "head"}, LEGACY_FORMAT: {"format", "params", "keys"}}
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE blocks (hash TEXT PRIMARY KEY, parent TEXT NOT NULL, height INTEGER NOT NULL, body TEXT NOT NULL);
 CREATE INDEX blocks_height ON blocks(height);
 """
+
+
+def _text(raw: bytes) -> str:
+    """TEXT columns: invalid UTF-8 must not abort reading the other rows; it fails validation instead."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
+@dataclass(frozen=True)
+class HeadRecord:
+    """`meta['head']`: the heaviest tip and the valid-block count after the latest append."""
+
+    height: int
+    hash: str
+    blocks: int
+
+    @classmethod
+    def of(cls, head: Block, blocks: int) -> HeadRecord:
+        return cls(head.index, head.hash, blocks)
+
+    def to_json(self) -> str:
+        return canonical_json({"height": self.height, "hash": self.hash, "blocks": self.blocks}).decode()
+
+    @classmethod
+    def from_json(cls, text: str) -> HeadRecord:
+        d = exact_keys(parse_json(text, "head"), {"height", "hash", "blocks"}, "head")
+        return cls(check_int(d["height"], "head: field 'height'"), check_hex64(d["hash"], "head: field 'hash'"),
+                   check_int(d["blocks"], "head: field 'blocks'"))
 
 
 class LedgerStore:
@@ -44,14 +97,18 @@ class LedgerStore:
     def __init__(self, path: str | Path, *, readonly: bool = False):
         self.path = Path(path)
         self.readonly = readonly
+        self.legacy = False  # set by meta(): a format-1 file, upgraded by the first append
         try:
             if readonly:
-                self.conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
+                wal = self.path.with_name(self.path.name + "-wal")
+                mode = "mode=ro" if wal.exists() else "mode=ro&immutable=1"  # see the module docstring
+                self.conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?{mode}", uri=True,
                                             isolation_level=None, timeout=30)
             else:
                 self.conn = sqlite3.connect(self.path, isolation_level=None, timeout=30)
                 self.conn.execute("PRAGMA journal_mode=WAL").fetchall()
                 self.conn.execute("PRAGMA synchronous=FULL")
+            self.conn.text_factory = _text
             self.conn.execute("SELECT count(*) FROM sqlite_master").fetchall()
         except sqlite3.Error as e:
             with contextlib.suppress(Exception):
@@ -70,7 +127,7 @@ class LedgerStore:
         self.conn.execute("COMMIT")
 
     def initialise(self, params: LedgerParams, keyring: Keyring, genesis: Block) -> None:
-        """Create the tables and write the meta rows and genesis in one transaction."""
+        """Create the tables and write the meta rows (head: genesis) and genesis in one transaction."""
         try:
             with self._transaction() as c:
                 # one statement at a time: executescript() would COMMIT the open transaction
@@ -78,7 +135,8 @@ class LedgerStore:
                     c.execute(stmt)
                 c.executemany("INSERT INTO meta(key, value) VALUES (?, ?)",
                               [("format", FORMAT), ("params", params.to_json().decode()),
-                               ("keys", canonical_json(keyring.to_hex()).decode())])
+                               ("keys", canonical_json(keyring.to_hex()).decode()),
+                               ("head", HeadRecord.of(genesis, 0).to_json())])
                 self._insert(c, genesis)
         except sqlite3.Error as e:
             raise LedgerError(f"{self.path}: cannot create the ledger ({e})") from None
@@ -87,17 +145,30 @@ class LedgerStore:
         return not self.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
 
     def meta(self) -> dict[str, str]:
+        """The meta rows, checked: a known format, exactly its keys, every value text."""
         try:
             rows = self.conn.execute("SELECT key, value FROM meta").fetchall()
         except sqlite3.Error as e:
             raise LedgerError(f"{self.path}: not a dnninfer ledger (no readable meta table: {e})") from None
-        meta = {str(k): v for k, v in rows}
-        if meta.get("format") != FORMAT:
-            got = meta.get("format")
-            raise LedgerError(f"{self.path}: not a dnninfer ledger (format {got!r}, expected {FORMAT!r})")
-        for key in ("params", "keys"):
-            if not isinstance(meta.get(key), str):
-                raise LedgerError(f"{self.path}: meta table has no {key!r} row")
+        meta: dict[str, Any] = {}
+        for k, v in rows:
+            if str(k) in meta:
+                raise LedgerError(f"{self.path}: meta table has two {str(k)!r} rows")
+            meta[str(k)] = v
+        fmt = meta.get("format")
+        if fmt not in _META_KEYS:
+            raise LedgerError(f"{self.path}: not a dnninfer ledger (format {fmt!r}, expected {FORMAT!r})")
+        for key in sorted(_META_KEYS[fmt]):
+            if key not in meta:
+                why = " (it anchors the chain's length)" if key == "head" else ""
+                raise LedgerError(f"{self.path}: meta table has no {key!r} row{why}")
+            if not isinstance(meta[key], str):
+                raise LedgerError(f"{self.path}: meta {key!r} is {type(meta[key]).__name__}, expected JSON text")
+        extra = sorted(set(meta) - _META_KEYS[fmt])
+        if extra:
+            raise LedgerError(f"{self.path}: meta table has an unknown row {extra[0]!r} for format {fmt!r} "
+                              f"(expected only {sorted(_META_KEYS[fmt])})")
+        self.legacy = fmt == LEGACY_FORMAT
         return meta
 
     def rows(self) -> Iterator[tuple[Any, Any, Any, Any]]:
@@ -111,15 +182,20 @@ class LedgerStore:
         c.execute("INSERT OR REPLACE INTO blocks(hash, parent, height, body) VALUES (?, ?, ?, ?)",
                   (block.hash, block.prev_hash, block.index, block.to_json().decode()))
 
-    def append(self, block: Block) -> None:
-        """Write one block durably (its own transaction)."""
+    def append(self, block: Block, head: Block, blocks: int) -> None:
+        """Write one block and the new head record durably, in one transaction (see `BlockSink`)."""
         if self.readonly:
             raise LedgerError(f"{self.path}: opened read-only; cannot append block {block.index}")
         try:
             with self._transaction() as c:
                 self._insert(c, block)
+                c.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('head', ?)",
+                          (HeadRecord.of(head, blocks).to_json(),))
+                if self.legacy:  # the head is anchored from now on
+                    c.execute("UPDATE meta SET value = ? WHERE key = 'format'", (FORMAT,))
         except sqlite3.Error as e:
             raise LedgerError(f"{self.path}: could not write block {block.index} ({e})") from None
+        self.legacy = False
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
@@ -143,23 +219,36 @@ def create_ledger(path: str | Path, params: LedgerParams, keyring: Keyring) -> L
     return ledger
 
 
+def describe_problems(path: str | Path, ledger: Ledger) -> str:
+    """The one line that names a loaded ledger's first problem, how many more, and what was kept."""
+    n = len(ledger.problems)
+    more = f" (and {n - 1} more problem(s))" if n > 1 else ""
+    return f"{path}: invalid ledger: {ledger.problems[0]}{more}; {len(ledger.blocks) - 1} valid block(s) kept"
+
+
 def open_ledger(path: str | Path, params: LedgerParams | None = None, keyring: Keyring | None = None, *,
                 strict: bool = True, readonly: bool = False) -> Ledger:
     """Open (or, given `params` and `keyring`, create) the ledger at `path`, re-validating every block.
 
     Parameters and keys come from the file; when `params`/`keyring` are given they must match it.
-    With `strict` (default) any invalid row raises `CorruptLedgerError`, whose `.ledger` holds the
-    blocks that did validate (not attached to the file) and `.problems` one line per bad row.
-    With `strict=False` the valid blocks are returned and the bad rows listed in `ledger.problems`.
+    With `strict` (default) any invalid row or a head-record mismatch (see the module docstring)
+    raises `CorruptLedgerError`, whose `.ledger` holds the blocks that did validate (not attached to
+    the file) and `.problems` one line per problem (`errors.Problem`: with the blamed height).
+    With `strict=False` the valid blocks are returned and the problems listed in `ledger.problems`;
+    appending to such a ledger records its (shorter) head as the new anchor.
     Close with `ledger.close()` (or use it as a context manager).
     """
     p = Path(path)
     if not p.exists() or (p.is_file() and p.stat().st_size == 0 and not readonly):
+        if readonly and not p.exists():
+            raise LedgerError(f"{path}: no such ledger file")
         if params is None or keyring is None:
             raise LedgerError(f"{path}: no such ledger (pass params and keyring to create one)")
         return create_ledger(p, params, keyring)
     if not p.is_file():
-        raise LedgerError(f"{path}: not a file")
+        raise LedgerError(f"{path}: not a file (a ledger is one SQLite file)")
+    if p.stat().st_size == 0:
+        raise LedgerError(f"{path}: empty file (0 bytes), expected a ledger database")
     store = LedgerStore(p, readonly=readonly)
     try:
         ledger = _load(store, params, keyring)
@@ -168,9 +257,7 @@ def open_ledger(path: str | Path, params: LedgerParams | None = None, keyring: K
         raise
     if ledger.problems and strict:
         store.close()
-        kept = len(ledger.blocks) - 1
-        raise CorruptLedgerError(f"{path}: {len(ledger.problems)} invalid row(s), {kept} valid block(s) kept; "
-                                 f"first: {ledger.problems[0]}", ledger=ledger, problems=ledger.problems)
+        raise CorruptLedgerError(describe_problems(path, ledger), ledger=ledger, problems=ledger.problems)
     ledger.store = store
     return ledger
 
@@ -184,6 +271,13 @@ def _load(store: LedgerStore, params: LedgerParams | None, keyring: Keyring | No
             raise LedgerError("keys: expected an object")
         stored_keys = Keyring(keys)
         ledger = Ledger(stored_params, stored_keys)
+        recorded = None if store.legacy else HeadRecord.from_json(meta["head"])
+        # like block bodies, meta rows must be exactly what the ledger wrote (no reformatted JSON)
+        for key, canonical in (("params", stored_params.to_json().decode()),
+                               ("keys", canonical_json(stored_keys.to_hex()).decode()),
+                               ("head", recorded.to_json() if recorded else None)):
+            if canonical is not None and meta[key] != canonical:
+                raise LedgerError(f"{key}: not the canonical JSON the ledger writes (edited by hand?)")
     except LedgerError as e:
         raise LedgerError(f"{store.path}: bad meta table: {e}") from None
     if params is not None and params != stored_params:
@@ -191,33 +285,124 @@ def _load(store: LedgerStore, params: LedgerParams | None, keyring: Keyring | No
     if keyring is not None and keyring.to_hex() != stored_keys.to_hex():
         raise LedgerError(f"{store.path}: the given keyring differs from the one stored in the ledger")
     rejected: set[str] = set()
+    noncanonical: set[str] = set()
+    blocks, stored = _decode_rows(store, ledger, rejected, noncanonical)
+    for b in sorted(blocks, key=lambda b: (b.index, b.hash)):  # the blocks' own heights, not the column
+        try:
+            if b.prev_hash in rejected:
+                raise LedgerError(f"parent {b.prev_hash[:12]} was rejected")
+            if b.hash in noncanonical:  # a stored row must be byte for byte what the ledger wrote
+                ledger.check_block(b)
+                raise LedgerError("body is not the block's canonical JSON (edited by hand, or a byte changed)")
+            ledger.add_block(b)
+        except LedgerError as e:
+            rejected.add(b.hash)
+            ledger.problems.append(Problem(f"row {b.hash[:12]} (height {b.index}): {e}", height=b.index, row=b.hash))
+    if recorded is None:
+        ledger.warnings.append(f"{store.path}: written before head records (format {LEGACY_FORMAT!r}): its head is "
+                               "not anchored, so deleted tip blocks cannot be detected; the next append anchors it")
+    else:
+        _check_head(ledger, recorded, stored)
+    return ledger
+
+
+def _decode_rows(store: LedgerStore, ledger: Ledger, rejected: set[str],
+                 noncanonical: set[str]) -> tuple[list[Block], set[str]]:
+    """Pass 1: every row must be the canonical JSON of a block whose hash/parent/height are its columns.
+
+    Returns the non-genesis blocks that pass and the hash column of every non-genesis row; the
+    failing rows are added to `ledger.problems` (and their hash to `rejected`, so that children are
+    rejected as such rather than as orphans). Blocks whose body is not exactly their canonical JSON
+    go into `noncanonical`: they are rejected after validation, so that an edited receipt is
+    reported as the forgery it is (bad signature), not merely as reformatted JSON.
+    """
+    out: list[Block] = []
+    stored: set[str] = set()
     seen_genesis = False
+    genesis_rows = 0
     n = 0
     try:
         for h, parent, height, body in store.rows():
             n += 1
-            where = f"row {str(h)[:12]} (height {height})"
+            blame = height if isinstance(height, int) and not isinstance(height, bool) else None
             try:
-                if not isinstance(body, str):
-                    raise LedgerError(f"body is {type(body).__name__}, not JSON text")
-                b = Block.from_json(body)
-                if b.hash != h:
-                    raise LedgerError("stored hash does not match the block's hash")
-                if b.prev_hash != parent or b.index != height:
-                    raise LedgerError("parent/height columns disagree with the block")
+                b = _row_body(body)
+                blame = b.index  # a block that decodes is blamed at its own height, whatever the column says
+                _check_columns(b, h, parent, height)
                 if b.index == 0:
                     if b != ledger.genesis:
                         raise LedgerError("genesis block does not match the stored parameters")
+                    if seen_genesis:
+                        raise LedgerError("a second genesis row")
                     seen_genesis = True
+                    genesis_rows += 1
                     continue
-                if b.prev_hash in rejected:
-                    raise LedgerError(f"parent {b.prev_hash[:12]} was rejected")
-                ledger.add_block(b)
+                if b.to_json().decode() != body:
+                    noncanonical.add(b.hash)
+                out.append(b)
             except LedgerError as e:
                 rejected.add(str(h))
-                ledger.problems.append(f"{where}: {e}")
+                ledger.problems.append(Problem(f"row {_short(h)} (height {height if blame is None else blame!r}): "
+                                               f"{e}", height=blame, row=str(h)))
+            if blame == 0:
+                genesis_rows += 1
+            else:
+                stored.add(str(h))
     except sqlite3.DatabaseError as e:
-        ledger.problems.append(f"database damaged after {n} readable row(s): {e}")
-    if not seen_genesis and not ledger.problems:
-        ledger.problems.append("no genesis row")
-    return ledger
+        what = "cannot read the blocks table" if n == 0 else f"database damaged after {n} readable row(s)"
+        ledger.problems.append(Problem(f"{what}: {e}"))
+        return out, stored
+    if not genesis_rows:
+        ledger.problems.append(Problem("no genesis row", height=0))
+    return out, stored
+
+
+def _short(v: Any) -> str:
+    """A column value fit for a one-line message: 12 hex digits, or a short escaped repr of anything else."""
+    if isinstance(v, str) and v.isascii() and v.isprintable():
+        return v[:12]
+    return ascii(v)[:24]
+
+
+def _row_body(body: Any) -> Block:
+    """The block a row's body holds (whether it is canonical is checked last, see `_load`)."""
+    if not isinstance(body, str):
+        raise LedgerError(f"body is {type(body).__name__}, expected JSON text")
+    if not body.isascii():
+        at = next(i for i, ch in enumerate(body) if not ch.isascii())
+        raise LedgerError(f"body has a non-ASCII character or invalid UTF-8 at offset {at} (canonical JSON is ASCII)")
+    return Block.from_json(body)
+
+
+def _check_columns(b: Block, h: Any, parent: Any, height: Any) -> None:
+    """The hash, parent and height columns must repeat what the block itself says."""
+    if not isinstance(h, str) or b.hash != h:
+        raise LedgerError("stored hash does not match the block's hash")
+    if not isinstance(parent, str) or parent != b.prev_hash:
+        raise LedgerError(f"parent column {_short(parent)} disagrees with the block's prev_hash {b.prev_hash[:12]}")
+    if isinstance(height, bool) or not isinstance(height, int) or height != b.index:
+        raise LedgerError(f"height column says {height!r}, but the block's index is {b.index}")
+
+
+def _check_head(ledger: Ledger, recorded: HeadRecord, stored: set[str]) -> None:
+    """Compare the replayed ledger with the head record written by the latest append.
+
+    When some rows were rejected the replayed head is shorter anyway; the head record is then only
+    a problem of its own if the file does not even hold the rows it names (tip row, row count).
+    """
+    got = HeadRecord.of(ledger.head, len(ledger.blocks) - 1)
+    if got == recorded:
+        return
+    rows_match = recorded.hash in stored and len(stored) == recorded.blocks
+    if ledger.problems and rows_match:
+        return
+    if len(stored) < recorded.blocks or recorded.hash not in stored:
+        why = "blocks were deleted or the file is truncated"
+    elif len(stored) > recorded.blocks:
+        why = "blocks were added that the ledger never wrote"
+    else:
+        why = "the head record does not match the stored blocks"
+    ledger.problems.append(Problem(
+        f"head says height {recorded.height} hash {recorded.hash[:12]}.. ({recorded.blocks} blocks), but the heaviest "
+        f"stored block is height {got.height} hash {got.hash[:12]}.. ({got.blocks} valid blocks): {why}",
+        height=recorded.height))

@@ -3,11 +3,12 @@
 Pipeline (research report §4): a float model is lowered to an int8 NHWC layer IR (`lower`, `quantize`),
 planned by one of five planners (`plan(ir, "naive" | "tflm" | "tinyengine" | "vmcu" | "vmcu_fused")`)
 into a `MemoryPlan`, and executed inside exactly the planned bytes (`run`), bit-exact against
-`reference`. Seed paper: Zheng et al., "vMCU: Coordinated Memory Management and Kernel Optimization
-for DNN Inference on MCUs", MLSys 2024.
+`reference` and shadow-checked (no live byte overwritten, else `PlanUnsafe`). Seed paper: Zheng et
+al., "vMCU: Coordinated Memory Management and Kernel Optimization for DNN Inference on MCUs", MLSys
+2024.
 """
 
-from dnninfer.memory.executor import Arc, required_bytes, run
+from dnninfer.memory.executor import Arc, PlanUnsafe, Shadow, required_bytes, run
 from dnninfer.memory.fixedpoint import quantize_multiplier, requantize
 from dnninfer.memory.ir import IR, FloatParams, IBBlock, IRBuilder, Layer, QuantParams, Tensor
 from dnninfer.memory.kernels import layer_acc, layer_row, reference, torch_acc
@@ -38,7 +39,9 @@ __all__ = [
     "IRBuilder",
     "Layer",
     "MemoryPlan",
+    "PlanUnsafe",
     "QuantParams",
+    "Shadow",
     "Step",
     "Tensor",
     "benchmark_ir",

@@ -9,6 +9,8 @@ MODEL is a memory benchmark (`dnninfer.memory.BENCHMARKS`: ``mbv2-1.0-224``, ``m
   or all of them;
 * ``run``: execute every plan inside exactly its bytes and check it bit for bit against the
   reference (``--pool-bytes``/``--scratch-bytes`` shrink the arena: a too-small one is refused);
+  every pool read is shadow-checked, so a plan that overwrites a live byte is refused even when
+  its output is bit-equal (`executor.PlanUnsafe`);
 * ``codegen``: write ``model.c``/``model.h`` (`dnninfer.memory.codegen`); ``--check`` compiles with
   gcc and compares with the Python executor; Cortex-M section sizes when arm-none-eabi-gcc exists.
 """
@@ -21,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dnninfer import argtypes as at
 from dnninfer.errors import UserError
 
 PLANNER_HELP = "naive, tflm, tinyengine, vmcu, vmcu_fused, or all"
@@ -35,8 +38,10 @@ def add_commands(sub: Any) -> None:
     def common(sp: argparse.ArgumentParser, default_planner: str) -> None:
         _model_args(sp)
         sp.add_argument("--planner", default=default_planner, help=f"{PLANNER_HELP} (default: {default_planner})")
-        sp.add_argument("--alignment", type=int, default=None, help="byte alignment (naive, tflm, tinyengine)")
-        sp.add_argument("--segment-bytes", type=int, default=None, help="vMCU segment size (vmcu, vmcu_fused)")
+        sp.add_argument("--alignment", type=at.bounded_int(1, 4096), default=None,
+                        help="byte alignment (naive, tflm, tinyengine)")
+        sp.add_argument("--segment-bytes", type=at.bounded_int(1, 1 << 30), default=None,
+                        help="vMCU segment size (vmcu, vmcu_fused)")
         sp.add_argument("--json", action="store_true")
 
     sp = msub.add_parser("plan", help="peak activation memory and per-layer live bytes under each planner")
@@ -201,18 +206,25 @@ def cmd_run(args: argparse.Namespace) -> None:
     ref = reference(ir, x)
     rows = []
     for p in plans:
+        stats: dict[str, Any] = {}
         start = time.perf_counter()
-        y = run(ir, p, x, pool_bytes=args.pool_bytes, scratch_bytes=args.scratch_bytes)
+        # shadow-checked: a plan that overwrites a live byte is refused (PlanUnsafe, exit 2) even if
+        # its output happens to be bit-equal
+        y = run(ir, p, x, pool_bytes=args.pool_bytes, scratch_bytes=args.scratch_bytes, stats=stats)
         wall = time.perf_counter() - start
         rows.append({**plan_row(p), "bit_exact": bool(np.array_equal(y, ref)),
+                     "shadow_checked": stats["shadow_checked"], "safe": stats["shadow_checked"],
+                     "bytes_checked": stats["bytes_checked"],
                      "argmax": int(np.argmax(y.ravel())), "wall_ms": round(wall * 1e3, 1)})
     out = {"model": args.model, "ir": ir.name, "description": desc, "runs": rows,
-           "bit_exact": all(r["bit_exact"] for r in rows), "reference_argmax": int(np.argmax(ref.ravel()))}
+           "bit_exact": all(r["bit_exact"] for r in rows), "safe": all(r["safe"] for r in rows),
+           "reference_argmax": int(np.argmax(ref.ravel()))}
     if args.json:
         _emit(args, out, "")
         return
     _emit(args, out, f"{ir.name}: executed inside each plan's pool ({desc})", rows)
-    print(f"all bit-exact vs reference: {out['bit_exact']}")
+    print(f"all bit-exact vs reference: {out['bit_exact']}; all safe (shadow memory: every pool byte read "
+          f"was last written by its tensor's producer): {out['safe']}")
 
 
 def cmd_codegen(args: argparse.Namespace) -> None:

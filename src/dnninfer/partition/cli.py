@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any
 
+from dnninfer import argtypes as at
 from dnninfer.errors import UserError
 
 
@@ -21,7 +22,8 @@ def add_commands(sub: Any) -> None:
                    help="planner; 'all' compares every strategy")
     p.add_argument("--objective", default="latency", choices=list(OBJECTIVES))
     p.add_argument("--source", default=None, help="node where inputs arrive (default: the first node)")
-    p.add_argument("--bandwidth-mbps", type=float, default=None, help="override every link's bandwidth")
+    p.add_argument("--bandwidth-mbps", type=at.positive_float, default=None,
+                   help="override every link's bandwidth (Mbit/s, > 0)")
     p.add_argument("--host-estimate", choices=["measure", "flops"], default="measure",
                    help="per-node host times: measured here (cached) or a FLOPs estimate")
     p.add_argument("--run", action="store_true", help="execute the plan for real and check the output")
@@ -115,14 +117,16 @@ def add_dpra_commands(sub: Any) -> None:
     dsub = p.add_subparsers(dest="dpra_command", required=True)
     s = dsub.add_parser("simulate", help="simulate slots on a zoo model's workload; --run executes and keeps a ledger")
     s.add_argument("--model", default="vgg16", help="zoo model whose chain gives the split points")
-    s.add_argument("--slots", type=int, default=100)
-    s.add_argument("--V", type=float, default=None, help="Lyapunov weight on latency (default: the config's)")
+    s.add_argument("--slots", type=at.bounded_int(1, 100_000), default=100)
+    s.add_argument("--V", type=at.positive_float, default=None,
+                   help="Lyapunov weight on latency, > 0 (default: the config's)")
     s.add_argument("--method", default="dpra", choices=[*METHODS, "all"])
-    s.add_argument("--segments", type=int, default=6, help="split points = segments + 1 (chain grouped by time)")
+    s.add_argument("--segments", type=at.positive_int, default=6,
+                   help="split points = segments + 1 (chain grouped by time)")
     s.add_argument("--run", action="store_true", help="execute every split, sign receipts, mine one block per slot")
     s.add_argument("--ledger", default=None, help="SQLite ledger file for --run (must not exist yet)")
     s.add_argument("--host-estimate", choices=["measure", "flops"], default="measure")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=at.seed, default=0)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_dpra_simulate)
 
@@ -134,8 +138,6 @@ def cmd_dpra_simulate(args: argparse.Namespace) -> None:
     from dnninfer.partition.dpra import METHODS
     from dnninfer.partition.dpra_run import run
 
-    if args.slots < 1:
-        raise UserError(f"--slots: expected >= 1, got {args.slots}")
     if args.ledger is not None and not args.run:
         raise UserError("--ledger needs --run (the ledger holds the receipts of executed splits)")
     if args.ledger is not None and Path(args.ledger).exists():

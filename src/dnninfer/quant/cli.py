@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from dnninfer import argtypes as at
+
 
 def add_commands(sub: Any) -> None:
     from dnninfer.data.datasets import MNIST_FAMILY
@@ -18,12 +20,13 @@ def add_commands(sub: Any) -> None:
     qsub = p.add_subparsers(dest="quant_command", required=True, parser_class=type(p))
     t = qsub.add_parser("train", help="train a quantised MLP/CNN on digits or MNIST-family IDX files")
     t.add_argument("--method", required=True, help=f"weight quantiser: {', '.join(METHODS)}")
-    t.add_argument("--width", type=float, default=1.0, help="width multiplier (MLP: 16 x width hidden units)")
+    t.add_argument("--width", type=at.bounded_float(1e-3, 64.0), default=1.0,
+                   help="width multiplier (MLP: 16 x width hidden units)")
     t.add_argument("--arch", default="mlp", help="mlp or cnn")
     t.add_argument("--epochs", type=int, default=30)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=at.seed, default=0)
     t.add_argument("--batch-size", type=int, default=64)
-    t.add_argument("--lr", type=float, default=2e-3)
+    t.add_argument("--lr", type=at.positive_float, default=2e-3)
     t.add_argument("--first-last", default=None, choices=list(FIRST_LAST),
                    help="policy for the first and last layer (default: mlp quantises the first, keeps the last fp32; "
                         "cnn keeps both fp32)")

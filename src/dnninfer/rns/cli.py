@@ -5,14 +5,20 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from dnninfer import argtypes as at
 from dnninfer.errors import UserError
 
 
 def _moduli(text: str) -> tuple[int, ...]:
+    """Comma-separated moduli >= 2 (ArgumentTypeError, so argparse names the flag)."""
     try:
         vals = tuple(int(v) for v in text.split(","))
     except ValueError:
-        raise UserError(f"--moduli: expected comma-separated integers such as 31,32,33, got {text!r}") from None
+        vals = ()
+    if not vals or any(v < 2 or v > 2**24 for v in vals):
+        shown = text if len(text) <= 40 else text[:37] + "..."
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers in 2..2**24 such as 31,32,33, "
+                                         f"got {shown!r}")
     return vals
 
 
@@ -27,18 +33,22 @@ def add_commands(sub: Any) -> None:
     t.add_argument("--dataset", default="digits", help=f"one of {', '.join(DATASETS)}")
     t.add_argument("--mode", default="rns", help=f"one of {', '.join(MODES)}")
     t.add_argument("--arch", default=None, help="mlp or cnn (default: the dataset's recipe)")
-    t.add_argument("--epochs", type=int, default=None)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--sigma", type=float, default=0.0, help="analog readout noise, in residue steps (ADC steps "
+    t.add_argument("--epochs", type=at.bounded_int(1, 10_000), default=None)
+    t.add_argument("--seed", type=at.seed, default=0)
+    t.add_argument("--sigma", type=at.nonneg_float, default=0.0,
+                   help="analog readout noise, in residue steps (ADC steps "
                    "for fixed_analog)")
-    t.add_argument("--redundant", type=int, default=0, help="number of redundant moduli (RRNS)")
+    t.add_argument("--redundant", type=at.bounded_int(0, 16), default=0, help="number of redundant moduli (RRNS)")
     t.add_argument("--moduli", type=_moduli, default=(31, 32, 33), help="information moduli, e.g. 63,64,65")
-    t.add_argument("--bits", type=int, default=6, help="BFP mantissa bits")
-    t.add_argument("--block", type=int, default=16, help="BFP block size h (= dot-product length)")
-    t.add_argument("--adc-bits", type=int, default=6, help="ADC bits of the fixed-point analog baseline")
+    t.add_argument("--bits", type=at.bounded_int(2, 12), default=6, help="BFP mantissa bits")
+    t.add_argument("--block", type=at.bounded_int(1, 1 << 16), default=16,
+                   help="BFP block size h (= dot-product length)")
+    t.add_argument("--adc-bits", type=at.bounded_int(2, 24), default=6,
+                   help="ADC bits of the fixed-point analog baseline")
     t.add_argument("--adc-range", default="worst", choices=["worst", "calibrated"])
     t.add_argument("--quick", action="store_true", help="the quick recipe (fewer epochs)")
-    t.add_argument("--threads", type=int, default=1, help="torch intra-op threads (pinned; 1 is fastest for "
+    t.add_argument("--threads", type=at.bounded_int(1, 256), default=1,
+                   help="torch intra-op threads (pinned; 1 is fastest for "
                    "these small GEMMs)")
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=cmd_train)

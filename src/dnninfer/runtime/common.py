@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -13,6 +14,9 @@ from dnninfer.errors import UserError
 from dnninfer.graph import Graph, Stage
 
 EMULATION_NOTE = "links emulated: delay = RTT/2 + bytes*8/bandwidth (sleep), not a real network"
+#: Longest single emulated hop: the emulation sleeps for real, so a link of 1e-300 Mbit/s (valid
+#: as a number) would otherwise hang the run, or overflow time.sleep.
+MAX_EMULATED_DELAY_S = 3600.0
 
 
 class Link(Protocol):
@@ -29,14 +33,29 @@ class SimpleLink:
     rtt_ms: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.bandwidth_mbps <= 0 or self.rtt_ms < 0:
-            raise UserError(f"link: expected bandwidth > 0 and rtt >= 0, got {self.bandwidth_mbps}, {self.rtt_ms}")
+        # written so that nan fails too: `nan <= 0` is False, and a nan delay would sleep forever
+        ok_bw = math.isfinite(self.bandwidth_mbps) and self.bandwidth_mbps > 0
+        ok_rtt = math.isfinite(self.rtt_ms) and self.rtt_ms >= 0
+        if not (ok_bw and ok_rtt):
+            raise UserError(f"link: expected a finite bandwidth > 0 and a finite rtt >= 0, "
+                            f"got {self.bandwidth_mbps}, {self.rtt_ms}")
 
     def transfer_s(self, nbytes: int) -> float:
         return self.rtt_ms / 2e3 + nbytes * 8 / (self.bandwidth_mbps * 1e6)
 
 
 Links = Mapping[tuple[str, str], Link] | Link | None
+
+
+def emulated_delay(link: Link, src: str, dst: str, nbytes: int, *, sleeping: bool = True) -> float:
+    """Seconds one hop takes; a UserError when the link makes it absurd: not finite, or (when the
+    emulation sleeps for real) over `MAX_EMULATED_DELAY_S`."""
+    delay = link.transfer_s(nbytes)
+    limit = MAX_EMULATED_DELAY_S if sleeping else math.inf
+    if not (math.isfinite(delay) and 0 <= delay <= limit):
+        raise UserError(f"link {src!r}->{dst!r}: emulating {nbytes} bytes would take {delay:.3g} s, expected at "
+                        f"most {MAX_EMULATED_DELAY_S:g} s; give the link more bandwidth or less RTT")
+    return delay
 
 
 def link_between(links: Links, a: str, b: str) -> Link | None:

@@ -16,6 +16,7 @@ from dnninfer.runtime.common import (
     RunResult,
     Transfer,
     check_placement,
+    emulated_delay,
     link_between,
     producers,
     tensor_bytes,
@@ -23,7 +24,8 @@ from dnninfer.runtime.common import (
 
 
 def incoming(
-    stage_inputs: Sequence[str], env: Mapping[str, Any], where: Mapping[str, str], node: str, links: Links
+    stage_inputs: Sequence[str], env: Mapping[str, Any], where: Mapping[str, str], node: str, links: Links,
+    *, sleeping: bool = True,
 ) -> list[Transfer]:
     """Transfers a stage on `node` waits for, one per sending node (they overlap: the wait is the max)."""
     by_src: dict[str, int] = {}
@@ -36,7 +38,8 @@ def incoming(
         link = link_between(links, src, node)
         if getattr(link, "local", False):  # shared memory between PUs of one board: no transfer
             continue
-        out.append(Transfer(src, node, nbytes, link.transfer_s(nbytes) if link else 0.0))
+        delay = emulated_delay(link, src, node, nbytes, sleeping=sleeping) if link else 0.0
+        out.append(Transfer(src, node, nbytes, delay))
     return out
 
 
@@ -65,7 +68,7 @@ def run_inprocess(
     t0 = time.perf_counter()
     for st in stages:
         node = place[st.index]
-        hops = incoming(st.inputs, env, where, node, links)
+        hops = incoming(st.inputs, env, where, node, links, sleeping=sleep)
         wait = max((h.delay_s for h in hops), default=0.0)
         result.transfers += hops
         if sleep:
@@ -80,7 +83,7 @@ def run_inprocess(
             raise RuntimeError(f"stage {st.index} on node {node!r} failed: {type(e).__name__}: {e}") from e
         result.compute_s[st.index] = time.perf_counter() - c0
         env.update(zip(st.outputs, outs, strict=True))
-    back = incoming([n.name for n in graph.output_node.all_input_nodes], env, where, source, links)
+    back = incoming([n.name for n in graph.output_node.all_input_nodes], env, where, source, links, sleeping=sleep)
     result.transfers += back
     wait = max((h.delay_s for h in back), default=0.0)
     if sleep:

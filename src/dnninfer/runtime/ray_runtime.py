@@ -19,6 +19,7 @@ from dnninfer.runtime.common import (
     RunResult,
     Transfer,
     check_placement,
+    emulated_delay,
     link_between,
     producers,
     tensor_bytes,
@@ -193,7 +194,7 @@ class RayRuntime:
             link = link_between(links, where[name], source)
             if link is not None and not getattr(link, "local", False):
                 nbytes = tensor_bytes(env[name])
-                back.append(Transfer(where[name], source, nbytes, link.transfer_s(nbytes)))
+                back.append(Transfer(where[name], source, nbytes, emulated_delay(link, where[name], source, nbytes)))
         time.sleep(max((h.delay_s for h in back), default=0.0))
         result = RunResult(output=assemble_output(graph, env), wall_s=time.perf_counter() - t0,
                            emulated=links is not None)

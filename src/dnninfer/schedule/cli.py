@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from dnninfer import argtypes as at
 from dnninfer.errors import UserError
 
 
@@ -20,14 +21,15 @@ def add_commands(sub: Any) -> None:
     p.add_argument("model", help="zoo name, nasnet_cells, or path/model.py[:factory] / model.pt")
     p.add_argument("--algo", choices=ALGOS, default="opara", help="stream allocation (default opara)")
     p.add_argument("--order", choices=ORDERS, default="opara", help="launch order (default opara)")
-    p.add_argument("--max-streams", type=int, default=None,
+    p.add_argument("--max-streams", type=at.positive_int, default=None,
                    help="cap on streams (default: none on cuda, 2 lanes on cpu)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    p.add_argument("--threads", type=int, default=1, help="intra-op threads per CPU lane")
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--input-shape", help="input shape for a user model file, e.g. 1,3,224,224")
-    p.add_argument("--repeats", type=int, default=5, help="timed runs of eager and the plan (0: no timing)")
+    p.add_argument("--threads", type=at.bounded_int(1, 256), default=1, help="intra-op threads per CPU lane")
+    p.add_argument("--batch", type=at.batch, default=1)
+    p.add_argument("--seed", type=at.seed, default=0)
+    p.add_argument("--input-shape", type=at.input_shape, help="input shape for a user model file, e.g. 1,3,224,224")
+    p.add_argument("--repeats", type=at.bounded_int(0, 10_000), default=5,
+                   help="timed runs of eager and the plan (0: no timing)")
     p.add_argument("--no-profile", action="store_true", help="estimate operator costs instead of measuring them")
     p.add_argument("--show-program", action="store_true", help="include the launch program (run/record/wait)")
     p.add_argument("--json", action="store_true")
