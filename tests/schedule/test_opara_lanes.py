@@ -69,9 +69,7 @@ def test_inplace_writes_get_ordering_edges_and_lanes_respect_them():
     dag = OpDAG.from_graph(graph)
     # capture functionalised the add_: no node writes into a value another reads, so no hazards
     assert not dag.hazard_edges and shared_writes(graph.gm) == []
-    add = "add_"
-    reader = next(n for n in dag.names if graph.nodes[n].target == "sin")
-    assert (reader, add) in dag.edges() or dag.reaches(reader, add)
+    # lanes may now run the (functional) add_ beside the earlier reader of its input: outputs must still match
     for algo in ("opara", "nimble", "cpfirst"):
         with LaneExecutor(graph, make_plan(dag, algo, "opara"), dag) as ex:
             for _ in range(5):
