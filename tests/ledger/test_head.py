@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dnninfer.cli import main
+from dnninfer.cli import main, one_line
 from dnninfer.ledger.demo import demo_params, demo_receipts, extend_demo
 from dnninfer.ledger.errors import CorruptLedgerError, LedgerError
 from dnninfer.ledger.miner import mine_block
@@ -80,7 +80,7 @@ def _assert_one_error_line(code: int, out: str, err: str, json_mode: bool = Fals
     assert "Traceback" not in err + out
     if json_mode:
         obj = json.loads(out)  # exactly one object on stdout
-        assert out.count("\n") == 1 and obj["valid"] is False and obj["error"] in err
+        assert out.count("\n") == 1 and obj["valid"] is False and one_line(obj["error"]) in err
     else:
         assert "valid" not in out
     return err
