@@ -1,6 +1,8 @@
 """Signed binarization (Kuhar, Jain, Tumanov: PLUM) beside binary (BWN) and ternary (TWN) weights.
 
 * ``quantizers``: STE quantisers, ``QuantConv2d``/``QuantLinear``, ``quantize(model, method)``;
+* ``calibrate``: ``calibrate_bn`` (BatchNorm re-estimation after quantising) and the inf/NaN checks
+  (``first_nonfinite``, ``NonFiniteWarning``) that keep a broken quantised model from passing silently;
 * ``models``/``train``: width-multiplied MLP/CNN and quantisation-aware training on digits/MNIST;
 * ``kernels``: add-only numba GEMV/GEMM kernels (dense +-1, binary 2*pos-total, ternary, signed
   index lists) and bit-packed weights; ``engine.deploy(model)`` runs a quantised model on them;
@@ -8,6 +10,7 @@
   ``signed-binary`` bench. See docs/signed_binary.md.
 """
 
+from dnninfer.quant.calibrate import NonFiniteWarning, calibrate_bn, check_finite, first_nonfinite
 from dnninfer.quant.engine import DeployedModel, deploy
 from dnninfer.quant.kernels import PackedWeights, make_kernel, pack, unpack
 from dnninfer.quant.models import build_model, cnn, mlp
@@ -27,6 +30,7 @@ __all__ = [
     "METHODS",
     "BinaryQuant",
     "DeployedModel",
+    "NonFiniteWarning",
     "PackedWeights",
     "QuantConv2d",
     "QuantLinear",
@@ -35,8 +39,11 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "build_model",
+    "calibrate_bn",
+    "check_finite",
     "cnn",
     "deploy",
+    "first_nonfinite",
     "make_kernel",
     "mlp",
     "pack",

@@ -7,6 +7,8 @@ Convolutions run as im2col + GEMM (the kernels' ``[K, M]`` layout is built direc
 ``(Cin, kh, kw)`` like ``weight.reshape(Cout, -1)``). ReLU, Flatten, global average pooling,
 Identity and Dropout (eval) are supported; anything else is refused with the layer's name.
 The result matches the PyTorch eval-mode forward of the same quantised weights (tested allclose).
+A call whose output is inf/NaN warns (``calibrate.NonFiniteWarning``) naming the first op that
+went non-finite: NaN logits still have an argmax, so they would otherwise pass as predictions.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 from torch import nn
 
 from dnninfer.errors import UserError
+from dnninfer.quant.calibrate import warn_if_nonfinite
 from dnninfer.quant.kernels import Kernel, PackedWeights, make_kernel, pack
 from dnninfer.quant.quantizers import QuantConv2d, QuantLinear
 
@@ -86,7 +89,20 @@ class DeployedModel:
         y = np.asarray(x, dtype=np.float32)
         for op in self.ops:
             y = op.fn(y)
+        if not np.isfinite(y).all():  # only then pay for a second pass to find the culprit
+            warn_if_nonfinite(y, "deploy", self.first_nonfinite(x))
         return y
+
+    def first_nonfinite(self, x: Any) -> str | None:
+        """The name of the first op whose output is inf/NaN on ``x`` (``"<input>"``), or ``None``."""
+        y = np.asarray(x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x, dtype=np.float32)
+        if not np.isfinite(y).all():
+            return "<input>"
+        for op in self.ops:
+            y = op.fn(y)
+            if not np.isfinite(y).all():
+                return op.name
+        return None
 
     @property
     def weight_bytes(self) -> int:

@@ -11,7 +11,12 @@ or one output row of a linear weight ``[out_features, in_features]`` (dim 0 in b
   ``quantization.py``, research report §2.1): ``delta_f = 0.05 * max|W_f|``; the first
   ``Cout // 2`` filters are ``{0, +1}`` (``W >= delta_f``), the rest ``{0, -1}`` (``W <= -delta_f``).
   The official ``quantizer_sb`` multiplies by ``v1 = torch.tensor([1])``: the scale is the
-  constant 1 and the BatchNorm that follows absorbs magnitude. ``signed_scale=1.0`` here is that.
+  constant 1 and the BatchNorm that follows absorbs magnitude. ``signed_scale=1.0`` here is that
+  (QAT from scratch, ``train.py``). ``quantize``'s default ``signed_scale="mean"`` derives the
+  scale from the weights instead, like BWN/TWN: ``alpha_f`` = mean of the kept ``|W_f|`` (the
+  L2-optimal magnitude for the fixed mask and sign). With the constant 1 a pretrained or freshly
+  initialised deep model (ResNet-18) overflows to inf/NaN: every layer multiplies the activation
+  scale by about its fan-in non-zeros, and BatchNorm's recorded statistics cannot absorb it.
 * ``fp32``: identity (used so that every method swaps the same layers and counts the same weights).
 
 Backward (all methods, as PLUM's ``STESign.backward``): the clipped straight-through estimator
@@ -28,15 +33,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from dnninfer.errors import expected
+from dnninfer.quant.calibrate import _batches, _eval_output_hook, calibrate_bn, check_finite
 
 __all__ = [
     "FIRST_LAST",
     "METHODS",
+    "SIGNED_SCALES",
     "BinaryQuant",
     "QuantConv2d",
     "QuantLinear",
     "SignedBinaryQuant",
     "TernaryQuant",
+    "check_signed_scale",
     "filter_signs",
     "quant_layers",
     "quantize",
@@ -48,6 +56,8 @@ METHODS = ("fp32", "binary", "ternary", "signed")
 FIRST_LAST = ("fp32", "quantize")
 SIGNED_DELTA = 0.05  # PLUM: 0.05 * max|W_f| (from TTQ)
 TERNARY_DELTA = 0.7  # TWN: 0.7 * mean|W_f|
+SIGNED_SCALES = ("mean",)  # derived signed-binary scales; a positive number is a constant scale
+ScaleSpec = float | str
 
 
 def _ste_grad(grad: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -81,12 +91,25 @@ def _ternary(w: torch.Tensor) -> torch.Tensor:
     return (alpha * torch.sign(flat) * mask).reshape(w.shape)
 
 
-def _signed(w: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+def _signed(w: torch.Tensor, scale: ScaleSpec = 1.0) -> torch.Tensor:
     flat = _flat(w)
     delta = SIGNED_DELTA * flat.abs().max(1, keepdim=True).values
     s = filter_signs(flat.shape[0], dtype=w.dtype, device=w.device)[:, None]
     keep = (s * flat >= delta).to(w.dtype)  # first half: W >= delta; second half: W <= -delta
+    if isinstance(scale, str):  # "mean": per-filter mean |W| of the kept weights (0 for an empty filter)
+        alpha = (flat.abs() * keep).sum(1, keepdim=True) / keep.sum(1, keepdim=True).clamp_min(1.0)
+        return (alpha * s * keep).reshape(w.shape)
     return (scale * s * keep).reshape(w.shape)
+
+
+def check_signed_scale(value: ScaleSpec) -> ScaleSpec:
+    """``"mean"`` or a positive finite number; anything else is a ``UserError``."""
+    if isinstance(value, str):
+        if value in SIGNED_SCALES:
+            return value
+    elif isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < float("inf"):
+        return float(value)
+    raise expected("signed-binary scale", f"{' or '.join(map(repr, SIGNED_SCALES))} or a positive number", value)
 
 
 class BinaryQuant(torch.autograd.Function):
@@ -119,10 +142,11 @@ class TernaryQuant(torch.autograd.Function):
 
 class SignedBinaryQuant(torch.autograd.Function):
     """Signed binary (PLUM §2.1): ``{0,+1}`` first half of filters, ``{0,-1}`` the rest, times
-    ``scale`` (the official code's constant 1); clipped STE as ``STESign.backward``."""
+    ``scale`` (the official code's constant 1, or ``"mean"``: per-filter mean of the kept ``|W|``);
+    clipped STE as ``STESign.backward``."""
 
     @staticmethod
-    def forward(ctx: Any, w: torch.Tensor, scale: float = 1.0) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, w: torch.Tensor, scale: ScaleSpec = 1.0) -> torch.Tensor:  # type: ignore[override]
         ctx.save_for_backward(w)
         return _signed(w.detach(), scale)
 
@@ -132,7 +156,7 @@ class SignedBinaryQuant(torch.autograd.Function):
         return _ste_grad(grad, w), None
 
 
-def quantize_weight(w: torch.Tensor, method: str, *, signed_scale: float = 1.0) -> torch.Tensor:
+def quantize_weight(w: torch.Tensor, method: str, *, signed_scale: ScaleSpec = 1.0) -> torch.Tensor:
     """The quantised weight (differentiable through the STE) for ``method``."""
     if method == "fp32":
         return w
@@ -149,21 +173,22 @@ class _QuantMixin:
     """Weight quantisation for a Conv2d/Linear subclass: ``method`` and ``quantized_weight()``."""
 
     method: str
-    signed_scale: float
+    signed_scale: ScaleSpec
     weight: torch.Tensor
 
     def quantized_weight(self) -> torch.Tensor:
         return quantize_weight(self.weight, self.method, signed_scale=self.signed_scale)
 
     def extra_repr(self) -> str:  # type: ignore[misc]
-        return f"{super().extra_repr()}, method={self.method}"  # type: ignore[misc]
+        scale = f", signed_scale={self.signed_scale!r}" if self.method == "signed" else ""
+        return f"{super().extra_repr()}, method={self.method}{scale}"  # type: ignore[misc]
 
 
 class QuantLinear(_QuantMixin, nn.Linear):
     """``nn.Linear`` whose forward uses the quantised weight (filter = output row)."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *, method: str = "signed",
-                 signed_scale: float = 1.0) -> None:
+                 signed_scale: ScaleSpec = 1.0) -> None:
         super().__init__(in_features, out_features, bias=bias)
         self.method, self.signed_scale = method, signed_scale
 
@@ -174,7 +199,7 @@ class QuantLinear(_QuantMixin, nn.Linear):
 class QuantConv2d(_QuantMixin, nn.Conv2d):
     """``nn.Conv2d`` whose forward uses the quantised weight (filter = output channel)."""
 
-    def __init__(self, *args: Any, method: str = "signed", signed_scale: float = 1.0, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, method: str = "signed", signed_scale: ScaleSpec = 1.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.method, self.signed_scale = method, signed_scale
 
@@ -182,7 +207,7 @@ class QuantConv2d(_QuantMixin, nn.Conv2d):
         return self._conv_forward(x, self.quantized_weight(), self.bias)
 
 
-def _swap(layer: nn.Module, method: str, signed_scale: float) -> nn.Module:
+def _swap(layer: nn.Module, method: str, signed_scale: ScaleSpec) -> nn.Module:
     if isinstance(layer, nn.Conv2d):
         new: nn.Module = QuantConv2d(layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
                                      padding=layer.padding, dilation=layer.dilation, groups=layer.groups,
@@ -203,7 +228,8 @@ def _policy(name: str, value: str) -> str:
 
 
 def quantize(model: nn.Module, method: str, first_last: str = "fp32", *, first: str | None = None,
-             last: str | None = None, signed_scale: float = 1.0) -> nn.Module:
+             last: str | None = None, signed_scale: ScaleSpec = "mean", calibrate: Any = None,
+             example_inputs: Any = None) -> nn.Module:
     """A deep copy of ``model`` with its Conv2d/Linear layers swapped for quantised ones.
 
     ``first_last`` is the policy for the first and last such layer (in ``named_modules`` order):
@@ -211,11 +237,25 @@ def quantize(model: nn.Module, method: str, first_last: str = "fp32", *, first: 
     quantises them too; ``first``/``last`` override it for one end. Every other layer is swapped for a
     ``QuantConv2d``/``QuantLinear`` with ``method`` (also for ``fp32``, whose quantiser is the
     identity, so that all methods count the same weights). The copy trains like any nn.Module.
+
+    A quantised model must be usable as it comes out, not only after QAT:
+
+    * ``signed_scale="mean"`` (default) derives each signed filter's scale from its weights; ``1.0``
+      is PLUM's constant (right for QAT with BatchNorm, wrong for a pretrained deep model).
+    * ``calibrate``: input batches (a tensor, or an iterable of tensors / tuples of inputs) on which
+      the BatchNorm running statistics are reset and re-estimated (``calibrate.calibrate_bn``), since
+      the recorded ones describe the full-precision weights.
+    * ``example_inputs`` (a tensor or tuple of inputs; default: the first calibration batch, if any)
+      are run once in eval mode, and a non-finite output is a ``UserError`` naming the first layer
+      whose output is inf/NaN. Without them, an eval-mode forward returning inf/NaN warns
+      (``NonFiniteWarning``) instead of passing NaN logits on silently.
     """
     if method not in METHODS:
         raise expected("quantisation method", f"one of {', '.join(METHODS)}", method)
     policy_first = _policy("first layer policy", first or first_last)
     policy_last = _policy("last layer policy", last or first_last)
+    signed_scale = check_signed_scale(signed_scale)
+    calls = _batches(calibrate, "quantize calibrate") if calibrate is not None else None
     model = copy.deepcopy(model)
     names = [n for n, m in model.named_modules() if type(m) in (nn.Conv2d, nn.Linear)]
     if not names:
@@ -231,6 +271,14 @@ def quantize(model: nn.Module, method: str, first_last: str = "fp32", *, first: 
         parent_name, _, attr = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, attr, _swap(getattr(parent, attr), method, signed_scale))
+    if calls is not None:
+        calibrate_bn(model, calls)
+        if example_inputs is None:
+            example_inputs = calls[0]
+    if example_inputs is not None:
+        check_finite(model, example_inputs, "quantize")
+    if _eval_output_hook not in model._forward_hooks.values():
+        model.register_forward_hook(_eval_output_hook)
     return model
 
 
