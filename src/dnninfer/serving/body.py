@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ACCEPTED_TYPES", "HTTPError", "multipart_file", "read_body"]
+__all__ = ["ACCEPTED_TYPES", "BodyTimeout", "HTTPError", "multipart_file", "read_body"]
 
 RAW_TYPES = frozenset({"image/jpeg", "image/jpg", "image/pjpeg", "application/octet-stream", ""})
 MULTIPART = "multipart/form-data"
@@ -23,6 +23,14 @@ class HTTPError(Exception):
     def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.headers = status, message, headers or {}
+
+
+class BodyTimeout(HTTPError):
+    """The body did not arrive within the read timeout: 408, and the connection is closed (the
+    gate's receive raises it, so whatever is reading the body unwinds and frees its slot)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(408, f"request body not received within {seconds:g} s (server option --read-timeout)")
 
 
 async def _drain(request: Any, already: int = 0) -> None:

@@ -29,6 +29,9 @@ def add_serve_arguments(p: argparse.ArgumentParser, *, with_model: bool = True) 
                    help="dynamic batcher: longest wait after the oldest queued request (optimized)")
     p.add_argument("--max-queue", type=int, default=64, help="admitted requests in flight; beyond: 503 + Retry-After")
     p.add_argument("--max-body-mb", type=float, default=32.0, help="largest request body; beyond: 413")
+    p.add_argument("--read-timeout", type=float, default=10.0, metavar="S",
+                   help="close a connection whose request headers, or then body, are not complete within S "
+                        "seconds (408); a stalled client holds no slot longer than this")
     p.add_argument("--decode-workers", type=int, default=2, help="decode threads (optimized)")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     p.add_argument("--no-channels-last", action="store_true", help="optimized: keep NCHW-contiguous tensors")
@@ -51,15 +54,15 @@ def config_from_args(args: argparse.Namespace) -> Any:
                        max_delay_ms=args.max_delay_ms, max_queue=args.max_queue,
                        max_body_bytes=int(args.max_body_mb * 2**20), decode_workers=args.decode_workers,
                        threads=args.threads, channels_last=not args.no_channels_last, topk=args.topk,
-                       seed=args.seed, broker=args.broker, redis_url=args.redis_url).validate()
+                       seed=args.seed, broker=args.broker, redis_url=args.redis_url,
+                       read_timeout_s=args.read_timeout).validate()
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
     """Serve until SIGINT/SIGTERM; both drain in-flight requests first."""
-    import uvicorn
-
     from dnninfer.serving.redis_server import RedisServer, redis_missing_reason
     from dnninfer.serving.server import create_app
+    from dnninfer.serving.transport import make_server, uvicorn_config
 
     if not 0 <= args.port < 65536:
         raise expected("--port", "0..65535", args.port)
@@ -79,13 +82,12 @@ def cmd_serve(args: argparse.Namespace) -> None:
         sock = _listen(args.host, args.port)  # bind here: a busy port is a user error, not a uvicorn exit(1)
         print(f"dnninfer: serving {cfg.model} ({cfg.pipeline}) on http://{args.host}:{args.port} "
               f"POST /v1/models/{{{', '.join(app.state.service.models)}}}/infer", file=sys.stderr)
-        config = uvicorn.Config(app, log_level="warning", access_log=False,
-                                timeout_graceful_shutdown=int(cfg.drain_timeout_s))
+        config = uvicorn_config(app, cfg.read_timeout_s, cfg.drain_timeout_s)
         # uvicorn drains on SIGTERM, then re-raises it to the previous handler; make that handler
         # unwind (not kill) the process so the `finally` below stops a --start-redis server
         previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
         try:
-            uvicorn.Server(config).run(sockets=[sock])
+            make_server(app, config).run(sockets=[sock])
         finally:
             signal.signal(signal.SIGTERM, previous)
     finally:

@@ -1,8 +1,9 @@
 """Run a server for a while and tear it down: in a thread (tests) or in a subprocess (bench).
 
 ``ServerThread`` binds the socket itself (port 0 = a free port, no race) and runs uvicorn on a
-thread with its own event loop; ``stop()`` is uvicorn's graceful shutdown (stop listening, let
-in-flight requests finish, then the app's lifespan drains the service). ``ServerProcess`` starts
+thread with its own event loop; ``stop()`` is the same graceful shutdown as SIGTERM
+(``transport.DrainingServer``: mark the service draining, stop listening, answer in-flight requests
+with ``Connection: close``, then the app's lifespan stops the service). ``ServerProcess`` starts
 ``python -m dnninfer.serving ...`` so the load generator does not share the server's GIL.
 """
 
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from dnninfer.serving.redis_server import free_port
+from dnninfer.serving.transport import make_server, uvicorn_config
 
 __all__ = ["ServerProcess", "ServerThread", "wait_healthy"]
 
@@ -58,15 +60,14 @@ class ServerThread:
         return f"http://{self.host}:{self.port}"
 
     def start(self, timeout_s: float = 60.0) -> ServerThread:
-        import uvicorn
-
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self.port))
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="on",
-                                timeout_graceful_shutdown=self.graceful_timeout_s, timeout_keep_alive=30)
-        self.server = uvicorn.Server(config)
+        service = getattr(getattr(self.app, "state", None), "service", None)
+        read_timeout = service.cfg.read_timeout_s if service is not None else 10.0
+        config = uvicorn_config(self.app, read_timeout, self.graceful_timeout_s, lifespan="on", timeout_keep_alive=30)
+        self.server = make_server(self.app, config)
 
         def run() -> None:
             try:

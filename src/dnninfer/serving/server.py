@@ -15,15 +15,26 @@ Endpoints
 
 Pipelines (research notes §2.3 item 4)
 
-* ``naive``: what a first FastAPI server does: Pillow decodes the whole image in the request
-  path, resize, normalise and a batch-1 forward pass run on the event loop, one request at a time.
-* ``optimized``: DCT-scaled decode with simplejpeg in a worker pool off the event loop, a dynamic
-  batcher (max batch, max delay) in front of one inference thread, channels-last tensors built
-  without a copy, ``torch.inference_mode``.
+* ``naive``: what a first server computes: the whole image decoded at full resolution, the whole
+  image resized, normalised to NCHW, a batch-1 forward pass per request.
+* ``optimized``: DCT-scaled decode with simplejpeg, a resize of only the centre box, a dynamic
+  batcher (max batch, max delay) in front of the model, channels-last tensors built without a
+  copy, ``torch.inference_mode``.
 
-Reliability: bad bodies get 4xx with a JSON message; admission is bounded (``max_queue`` requests
-in flight, beyond that 503 + ``Retry-After``) and every admitted request is answered; shutdown
-stops admitting, drains what is in flight, then stops the batchers and the broker.
+Both pipelines share everything that is not the pipeline, so the comparison isolates it: decode
+runs on the decode pool (``decode_workers`` threads) and the model on one inference thread, never
+on the event loop (``/health`` answers in milliseconds under load); the JPEG header is read before
+any decode (413 over the pixel limit, the same 400 reasons for broken files); EXIF orientation is
+applied.
+
+Reliability (``_Gate``, an ASGI middleware in front of the app): an inference request is admitted
+or refused with 503 + ``Retry-After`` (over ``max_queue`` in flight, or draining) when its headers
+arrive, before its body is read; a body not complete within ``read_timeout_s`` is a 408 that frees
+the slot (``transport.TimedH11Protocol`` does the same for headers); a client that hangs up is
+counted as 499; every error, 404/405/422 included, is ``{"error": ..., "status": ...}``. Shutdown
+(``transport.DrainingServer``) marks the service draining first, so every answer from then on says
+``Connection: close``, answers what was received, refuses new connections, then stops the
+batchers and the broker.
 """
 
 from __future__ import annotations
@@ -33,6 +44,7 @@ import contextlib
 import json
 import logging
 import math
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -42,13 +54,15 @@ from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from dnninfer.errors import UserError, expected
 from dnninfer.serving import preprocess as pp
 from dnninfer.serving.batcher import BatchResult, DynamicBatcher, Overloaded
-from dnninfer.serving.body import HTTPError, read_body
+from dnninfer.serving.body import BodyTimeout, HTTPError, read_body
 from dnninfer.serving.broker import Broker, BrokerUnavailable, CropMessage, ResultMessage, make_broker
 from dnninfer.serving.metrics import CONTENT_TYPE, Counter, Gauge, Histogram, Registry
 from dnninfer.serving.timing import (
@@ -69,6 +83,8 @@ DETECTOR = "detector"
 TWO_STAGE = "detect_classify"
 CROPS, RESULTS = "crops", "results"
 ARRIVAL_KEY = "dnninfer.t_arrival"
+INFER_PATH = re.compile(r"^/v1/models/([^/]+)/infer/?$")
+ENDPOINTS = "POST /v1/models/{name}/infer, GET /health, GET /metrics, GET /v1/models"
 
 
 @dataclass
@@ -93,6 +109,7 @@ class ServeConfig:
     crop_size: int = 224
     pipeline_timeout_s: float = 30.0
     drain_timeout_s: float = 30.0
+    read_timeout_s: float = 10.0  # request headers, and then the body, must arrive within this
 
     def validate(self) -> ServeConfig:
         from dnninfer import zoo
@@ -118,6 +135,8 @@ class ServeConfig:
                 raise expected(name.replace("_", "-"), f"an integer >= {low}", value)
         if self.max_delay_ms < 0:
             raise expected("max-delay-ms", "a number >= 0", self.max_delay_ms)
+        if not self.read_timeout_s > 0:
+            raise expected("read-timeout", "seconds > 0", self.read_timeout_s)
         return self
 
     @property
@@ -137,13 +156,9 @@ def _prepare(body: bytes, naive: bool, max_pixels: int, geometry: str, keep_imag
     """decode -> resize -> normalise with per-stage times; ``geometry`` is ``crop`` (classifier:
     shorter side 256, centre 224) or ``squash`` (detector: the whole image to 224 x 224)."""
     t0 = time.perf_counter()
-    if naive:
-        img = pp.naive_decode(body, max_pixels)
-        size = img.size
-    else:
-        h, w = _header_size(body)
-        img = pp.fast_decode(body, max_pixels=max_pixels)
-        size = (w, h)
+    header = pp.read_header(body, max_pixels)  # both pipelines: 413 / 400 before any pixel is decoded
+    img = pp.naive_decode(body, max_pixels) if naive else pp.fast_decode(body, max_pixels=max_pixels, header=header)
+    size = header.size
     t1 = time.perf_counter()
     if geometry == "squash":
         small = pp.squash(img)
@@ -155,17 +170,6 @@ def _prepare(body: bytes, naive: bool, max_pixels: int, geometry: str, keep_imag
     x = pp.normalise_chw(small) if naive else pp.normalise_hwc(small)
     t3 = time.perf_counter()
     return pp.Prepared(x, t1 - t0, t2 - t1, t3 - t2, t0, img if keep_image else None, size)
-
-
-def _header_size(body: bytes) -> tuple[int, int]:
-    import simplejpeg
-
-    try:
-        h, w, _, _ = simplejpeg.decode_jpeg_header(body)
-    except (ValueError, OSError) as e:
-        pp.check_jpeg(body)
-        raise pp.ImageError(f"malformed JPEG: {e}") from None
-    return h, w
 
 
 def _crops(image: Any, boxes: list[Any], size: int) -> list[np.ndarray]:
@@ -249,8 +253,7 @@ class Service:
         self._idle = asyncio.Event()
         self._idle.set()
         self.infer_pool = ThreadPoolExecutor(1, thread_name_prefix="dnninfer-infer")
-        if not cfg.naive:
-            self.decode_pool = ThreadPoolExecutor(cfg.decode_workers, thread_name_prefix="dnninfer-decode")
+        self.decode_pool = ThreadPoolExecutor(cfg.decode_workers, thread_name_prefix="dnninfer-decode")
         cl = cfg.channels_last and not cfg.naive
         layout = "chw" if cfg.naive else "hwc"
         classifier = zoo.build_model(cfg.model, seed=cfg.seed)
@@ -288,9 +291,14 @@ class Service:
                             loop.create_task(self._results_listener(kind), name=f"results-listener-{kind}")]
         self.started = True
 
+    def begin_drain(self) -> None:
+        """From now on refuse new inference requests (503) and close every connection after its
+        answer. Only sets a flag: called from a signal handler and from uvicorn's shutdown."""
+        self.draining = True
+
     async def stop(self) -> None:
         """Stop admitting, wait for in-flight requests (up to ``drain_timeout_s``), then release."""
-        self.draining = True
+        self.begin_drain()
         if self._idle is not None and self.inflight:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), self.cfg.drain_timeout_s)
@@ -318,66 +326,89 @@ class Service:
         per_item = min((b._service_s for b in self._batchers.values()), default=0.05)
         return max(1, math.ceil(self.inflight * per_item))
 
+    def model_label(self, name: str) -> str:
+        return name if name in self.models else "unknown"
+
+    def refusal(self, model: str) -> HTTPError | None:
+        """Why a new inference request is not admitted now (draining, or ``max_queue`` in flight)."""
+        if self.draining:
+            self.m_rejected.inc(model=model, reason="shutdown")
+            return HTTPError(503, "server is shutting down; retry on another server or later", {"Retry-After": "1"})
+        if self.inflight >= self.cfg.max_queue:
+            self.rejected += 1
+            self.m_rejected.inc(model=model, reason="overload")
+            return HTTPError(503, f"overloaded: {self.inflight} requests in flight (limit --max-queue "
+                                  f"{self.cfg.max_queue}); retry later", {"Retry-After": str(self.retry_after())})
+        return None
+
+    async def gate(self, name: str, scope: dict, exchange: _Exchange, app: Any) -> None:
+        """Admit (or refuse) an inference request as soon as its headers are in, run it, count its
+        answer: the bound on in-flight work holds whatever the pipeline does before it yields."""
+        model = self.model_label(name)
+        refused = self.refusal(model)
+        if refused is not None:
+            await exchange.discard_body(self.cfg.max_body_bytes)  # the client reads its 503, not a reset
+            await exchange.respond(refused.status, refused.message, refused.headers)
+            self.record(model, exchange.status or refused.status)
+            return
+        self._admit(model)
+        try:
+            await app(scope, exchange.receive, exchange.send)
+        finally:
+            exchange.close()
+            self._release(model)
+            self.record(model, exchange.status or 500)
+
+    def record(self, model: str, status: int) -> None:
+        self.m_requests.inc(model=model, code=str(status))
+
     async def handle(self, name: str, request: Request) -> Response:
+        """One admitted inference request (``gate`` admitted it and counts its answer)."""
         clock = StageClock(start=request.scope.get(ARRIVAL_KEY, time.perf_counter()))
-        model = name if name in self.models else "unknown"
+        model = self.model_label(name)
         try:
             try:
                 body = await read_body(request, self.cfg.max_body_bytes)
             except ClientDisconnect:  # nobody to answer; not a server error
-                self.m_requests.inc(model=model, code="499")
                 return Response(status_code=499)
             clock.mark("receive")
             if name not in self.models:
                 raise HTTPError(404, f"unknown model {name!r}: this server serves {', '.join(self.models)}")
-            if self.draining:
-                self.m_rejected.inc(model=model, reason="shutdown")
-                raise HTTPError(503, "server is shutting down", {"Retry-After": "1"})
-            if self.inflight >= self.cfg.max_queue:
-                self.rejected += 1
-                self.m_rejected.inc(model=model, reason="overload")
-                raise HTTPError(503, f"overloaded: {self.inflight} requests in flight (limit --max-queue "
-                                     f"{self.cfg.max_queue}); retry later", {"Retry-After": str(self.retry_after())})
         except HTTPError as e:
             return self._error(model, e.status, e.message, e.headers)
-        self._admit(model)
         try:
-            try:
-                if name == DETECTOR:
-                    payload = await self._detect(body, clock)
-                    stages = STAGES
-                elif name == TWO_STAGE:
-                    payload = await self._detect_classify(body, clock, request.query_params.get("broker"))
-                    stages = TWO_STAGE_STAGES
-                else:
-                    payload = await self._classify(body, clock)
-                    stages = STAGES
-            except pp.ImageError as e:
-                return self._error(model, e.status, str(e))
-            except HTTPError as e:
-                return self._error(model, e.status, e.message, e.headers)
-            except Overloaded as e:
-                return self._error(model, 503, str(e), {"Retry-After": str(max(1, math.ceil(e.retry_after_s)))})
-            except BrokerUnavailable as e:
-                return self._error(model, 503, f"broker unavailable: {e}")
-            except Exception as e:  # a bug, but one request's bug must not stop the server
-                log.exception("request to %s failed", name)
-                return self._error(model, 500, f"internal error: {type(e).__name__}: {e}")
-            data = json.dumps(payload, separators=(",", ":")).encode()
-            clock.mark("serialise")
-            ordered = {s: clock.stages.get(s, 0.0) for s in stages}
-            total = clock.total
-            for s, v in ordered.items():
-                self.m_stage.observe(v, model=model, pipeline=self.cfg.pipeline, stage=s)
-            self.m_total.observe(total, model=model, pipeline=self.cfg.pipeline)
-            self.m_requests.inc(model=model, code="200")
-            headers = {HEADER: format_stage_header(ordered, total),
-                       "Server-Timing": format_server_timing(ordered, total)}
-            if "batch_size" in payload:
-                headers["X-Batch-Size"] = str(payload["batch_size"])
-            return Response(data, media_type="application/json", headers=headers)
-        finally:
-            self._release(model)
+            if name == DETECTOR:
+                payload = await self._detect(body, clock)
+                stages = STAGES
+            elif name == TWO_STAGE:
+                payload = await self._detect_classify(body, clock, request.query_params.get("broker"))
+                stages = TWO_STAGE_STAGES
+            else:
+                payload = await self._classify(body, clock)
+                stages = STAGES
+        except pp.ImageError as e:
+            return self._error(model, e.status, str(e))
+        except HTTPError as e:
+            return self._error(model, e.status, e.message, e.headers)
+        except Overloaded as e:
+            return self._error(model, 503, str(e), {"Retry-After": str(max(1, math.ceil(e.retry_after_s)))})
+        except BrokerUnavailable as e:
+            return self._error(model, 503, f"broker unavailable: {e}")
+        except Exception as e:  # a bug, but one request's bug must not stop the server
+            log.exception("request to %s failed", name)
+            return self._error(model, 500, f"internal error: {type(e).__name__}: {e}")
+        data = json.dumps(payload, separators=(",", ":")).encode()
+        clock.mark("serialise")
+        ordered = {s: clock.stages.get(s, 0.0) for s in stages}
+        total = clock.total
+        for s, v in ordered.items():
+            self.m_stage.observe(v, model=model, pipeline=self.cfg.pipeline, stage=s)
+        self.m_total.observe(total, model=model, pipeline=self.cfg.pipeline)
+        headers = {HEADER: format_stage_header(ordered, total),
+                   "Server-Timing": format_server_timing(ordered, total)}
+        if "batch_size" in payload:
+            headers["X-Batch-Size"] = str(payload["batch_size"])
+        return Response(data, media_type="application/json", headers=headers)
 
     def _admit(self, model: str) -> None:
         self.inflight += 1
@@ -394,25 +425,29 @@ class Service:
             self._idle.set()
 
     def _error(self, model: str, status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-        self.m_requests.inc(model=model, code=str(status))
-        return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
+        return error_response(status, message, headers)
 
     # -- pipeline steps ---------------------------------------------------------------------------
     async def _pre(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run a CPU step: inline in the naive pipeline, on the decode pool in the optimised one."""
-        if self.cfg.naive:
-            return fn(*args)
+        """Run a CPU step on the decode pool (both pipelines: the event loop only does I/O)."""
         return await asyncio.get_running_loop().run_in_executor(self.decode_pool, fn, *args)
 
     async def _infer(self, model: str, x: np.ndarray) -> BatchResult:
-        if self.cfg.naive:  # batch 1, on the event loop
-            t0 = time.perf_counter()
-            out = self._runner[model]([x])
-            t1 = time.perf_counter()
-            value = self._post[model](out)[0]
-            t2 = time.perf_counter()
+        if self.cfg.naive:  # batch 1 on the inference thread, no batcher
+            submitted = time.perf_counter()
+            runner, post = self._runner[model], self._post[model]
+
+            def run() -> BatchResult:
+                t0 = time.perf_counter()
+                out = runner([x])
+                t1 = time.perf_counter()
+                value = post(out)[0]
+                t2 = time.perf_counter()
+                return BatchResult(value, t0 - submitted, t1 - t0, t2 - t1, 1, t2)
+
+            res = await asyncio.get_running_loop().run_in_executor(self.infer_pool, run)
             self.m_batch.observe(1, model=model)
-            return BatchResult(value, 0.0, t1 - t0, t2 - t1, 1, t2)
+            return res
         return await self._batchers[model].submit(x)
 
     async def _prepared(self, body: bytes, clock: StageClock, geometry: str, keep: bool = False) -> pp.Prepared:
@@ -509,10 +544,7 @@ class Service:
                     continue
                 for m in msgs:
                     self.m_hop.observe(m.t_got - m.t_put, broker=kind, direction="crop")
-                if self.cfg.naive:
-                    rows, t0, t1 = self._classify_crops(msgs)
-                else:
-                    rows, t0, t1 = await loop.run_in_executor(self.infer_pool, self._classify_crops, msgs)
+                rows, t0, t1 = await loop.run_in_executor(self.infer_pool, self._classify_crops, msgs)
                 self.m_batch.observe(len(msgs), model=f"{self.cfg.model}@crops")
                 out = [ResultMessage(m.rid, m.index, r, m.t_got - m.t_put, t0 - m.t_got, t1 - t0,
                                      extra={"batch_size": len(msgs)}) for m, r in zip(msgs, rows, strict=True)]
@@ -572,16 +604,101 @@ class Service:
         return {"models": self.models, "config": asdict(self.cfg)}
 
 
-class _ArrivalStamp:
-    """Pure ASGI middleware: stamp the moment a request reaches the app (start of ``receive``)."""
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The project's error body, for every error this server answers."""
+    return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
 
-    def __init__(self, app: Any) -> None:
-        self.app = app
+
+def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
+    return any(k == b"transfer-encoding" or (k == b"content-length" and v.strip() not in (b"", b"0"))
+               for k, v in headers)
+
+
+class _Exchange:
+    """One HTTP exchange as the gate sees it: a deadline on the body, ``Connection: close`` when
+    draining or when the body was not read to its end, the status sent, and whether the client
+    hung up before its answer (counted as 499, not as the 200 nobody received)."""
+
+    def __init__(self, scope: dict, receive: Any, send: Any, read_timeout_s: float,
+                 draining: Callable[[], bool]) -> None:
+        self._receive, self._send, self._draining = receive, send, draining
+        self.read_timeout_s = read_timeout_s
+        self.loop = asyncio.get_running_loop()
+        self.deadline = self.loop.time() + read_timeout_s
+        self.body_complete = not _has_body(scope["headers"])
+        self.status: int | None = None
+        self.hung_up = False
+        self._watch: asyncio.Task | None = None
+
+    async def receive(self) -> dict:
+        if self._watch is not None:  # the body was read; a later receive only waits for a disconnect
+            return await self._receive()
+        try:
+            async with asyncio.timeout(max(0.0, self.deadline - self.loop.time())):
+                msg = await self._receive()
+        except TimeoutError:
+            raise BodyTimeout(self.read_timeout_s) from None
+        if msg["type"] == "http.disconnect":
+            self.hung_up = True
+        elif not msg.get("more_body", False):
+            self.body_complete = True
+            self._watch = self.loop.create_task(self._watch_disconnect())
+        return msg
+
+    async def _watch_disconnect(self) -> None:
+        msg = await self._receive()  # uvicorn answers it when the connection is lost (or the answer sent)
+        if msg["type"] == "http.disconnect" and self.status is None:
+            self.hung_up = True
+
+    async def send(self, message: dict) -> None:
+        if message["type"] == "http.response.start":
+            self.status = 499 if self.hung_up else message["status"]
+            if self._draining() or not self.body_complete:
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"connection"]
+                message = {**message, "headers": [*headers, (b"connection", b"close")]}
+        await self._send(message)
+
+    async def discard_body(self, limit: int) -> None:
+        """Read and drop the body (up to ``limit`` bytes and the deadline) before an early answer."""
+        seen = 0
+        with contextlib.suppress(BodyTimeout):
+            while not self.body_complete and not self.hung_up and seen <= limit:
+                seen += len((await self.receive()).get("body", b""))
+
+    async def respond(self, status: int, message: str, headers: dict[str, str]) -> None:
+        body = json.dumps({"error": message, "status": status}, separators=(",", ":")).encode()
+        raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        await self.send({"type": "http.response.start", "status": status, "headers": raw})
+        await self.send({"type": "http.response.body", "body": body})
+
+    def close(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+
+
+class _Gate:
+    """Pure ASGI middleware in front of the app: stamps arrival, admits inference requests before
+    their body is read (``Service.gate``) and wraps every exchange in an ``_Exchange``."""
+
+    def __init__(self, app: Any, service: Service) -> None:
+        self.app, self.service = app, service
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            scope[ARRIVAL_KEY] = time.perf_counter()
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        scope[ARRIVAL_KEY] = time.perf_counter()
+        svc = self.service
+        exchange = _Exchange(scope, receive, send, svc.cfg.read_timeout_s, lambda: svc.draining)
+        match = INFER_PATH.match(scope["path"])
+        if match is None or scope["method"] != "POST":
+            try:
+                await self.app(scope, exchange.receive, exchange.send)
+            finally:
+                exchange.close()
+            return
+        await svc.gate(match.group(1), scope, exchange, self.app)
 
 
 def create_app(cfg: ServeConfig | None = None, service: Service | None = None) -> FastAPI:
@@ -598,7 +715,7 @@ def create_app(cfg: ServeConfig | None = None, service: Service | None = None) -
 
     app = FastAPI(title="dnninfer serving", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.service = service
-    app.add_middleware(_ArrivalStamp)
+    app.add_middleware(_Gate, service=service)
 
     @app.post("/v1/models/{name}/infer")
     async def infer(name: str, request: Request) -> Any:
@@ -616,9 +733,26 @@ def create_app(cfg: ServeConfig | None = None, service: Service | None = None) -
     async def models() -> Any:
         return service.describe()
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Any:
+        where = f"{request.method} {request.url.path}"
+        if exc.status_code == 404:
+            message = f"no endpoint {where}: this server has {ENDPOINTS}"
+        elif exc.status_code == 405:
+            allow = (exc.headers or {}).get("Allow") or (exc.headers or {}).get("allow") or "another method"
+            message = f"method {request.method} is not allowed on {request.url.path}: use {allow} ({ENDPOINTS})"
+        else:
+            message = str(exc.detail)
+        return error_response(exc.status_code, message, dict(exc.headers or {}))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Any:
+        parts = ["/".join(str(x) for x in e.get("loc", ())) + ": " + str(e.get("msg", "")) for e in exc.errors()]
+        return error_response(422, f"invalid request to {request.url.path}: {'; '.join(parts) or 'unreadable'}")
+
     @app.exception_handler(Exception)
     async def _unhandled(_request: Request, exc: Exception) -> Any:
         log.exception("unhandled error")
-        return JSONResponse({"error": f"internal error: {type(exc).__name__}", "status": 500}, status_code=500)
+        return error_response(500, f"internal error: {type(exc).__name__}")
 
     return app
