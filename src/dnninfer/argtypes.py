@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from argparse import ArgumentTypeError
 from collections.abc import Callable
+from typing import TypeVar
 
 __all__ = [
     "MAX_BATCH",
@@ -31,6 +32,8 @@ __all__ = [
     "positive_int",
     "seed",
 ]
+
+_T = TypeVar("_T")
 
 #: Seeds are unsigned 64-bit at most in torch; 2**63 - 1 also fits numpy and int64 tensors.
 MAX_SEED = 2**63 - 1
@@ -63,6 +66,12 @@ def _int(text: str, what: str) -> int:
         raise ArgumentTypeError(f"expected {what}, got {_shown(text)}") from None
 
 
+def _require(value: _T, ok: bool, what: str, text: str) -> _T:
+    if not ok:
+        raise ArgumentTypeError(f"expected {what}, got {_shown(text)}")
+    return value
+
+
 def finite_float(text: str) -> float:
     """Any finite number (no nan, no inf)."""
     return _float(text, "a finite number")
@@ -71,17 +80,13 @@ def finite_float(text: str) -> float:
 def positive_float(text: str) -> float:
     """A finite number > 0: a bandwidth, a rate, a weight that must not vanish."""
     value = _float(text, "a finite number > 0")
-    if value <= 0:
-        raise ArgumentTypeError(f"expected a finite number > 0, got {_shown(text)}")
-    return value
+    return _require(value, value > 0, "a finite number > 0", text)
 
 
 def nonneg_float(text: str) -> float:
     """A finite number >= 0: a delay, a noise level."""
     value = _float(text, "a finite number >= 0")
-    if value < 0:
-        raise ArgumentTypeError(f"expected a finite number >= 0, got {_shown(text)}")
-    return value
+    return _require(value, value >= 0, "a finite number >= 0", text)
 
 
 def bounded_float(lo: float, hi: float) -> Callable[[str], float]:
@@ -90,9 +95,7 @@ def bounded_float(lo: float, hi: float) -> Callable[[str], float]:
 
     def parse(text: str) -> float:
         value = _float(text, what)
-        if not lo <= value <= hi:
-            raise ArgumentTypeError(f"expected {what}, got {_shown(text)}")
-        return value
+        return _require(value, lo <= value <= hi, what, text)
 
     parse.__name__ = f"float in [{lo:g}, {hi:g}]"
     return parse
@@ -105,9 +108,7 @@ def bounded_int(lo: int, hi: int, *, shown: str | None = None) -> Callable[[str]
 
     def parse(text: str) -> int:
         value = _int(text, what)
-        if not lo <= value <= hi:
-            raise ArgumentTypeError(f"expected {what}, got {_shown(text)}")
-        return value
+        return _require(value, lo <= value <= hi, what, text)
 
     parse.__name__ = what.removeprefix("an ")
     return parse
@@ -116,17 +117,13 @@ def bounded_int(lo: int, hi: int, *, shown: str | None = None) -> Callable[[str]
 def positive_int(text: str) -> int:
     """An integer >= 1."""
     value = _int(text, "an integer >= 1")
-    if value < 1:
-        raise ArgumentTypeError(f"expected an integer >= 1, got {_shown(text)}")
-    return value
+    return _require(value, value >= 1, "an integer >= 1", text)
 
 
 def nonneg_int(text: str) -> int:
     """An integer >= 0."""
     value = _int(text, "an integer >= 0")
-    if value < 0:
-        raise ArgumentTypeError(f"expected an integer >= 0, got {_shown(text)}")
-    return value
+    return _require(value, value >= 0, "an integer >= 0", text)
 
 
 seed = bounded_int(0, MAX_SEED, shown="0..2**63-1")

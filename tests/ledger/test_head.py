@@ -210,6 +210,27 @@ def test_verify_json_on_an_invalid_ledger_is_one_object_and_exit_2(base, tmp_pat
     assert code == 0 and json.loads(out)["valid"] is True and json.loads(out)["warnings"] == []
 
 
+def test_show_json_on_an_invalid_ledger_is_one_object_and_exit_2(base, tmp_path, capsys):
+    path = _copy(base[0], tmp_path)
+    _sql(path, ("DELETE FROM blocks WHERE height = ?", (N,)))
+    code = main(["ledger", "show", str(path), "--json"])
+    cap = capsys.readouterr()
+    _assert_one_error_line(code, cap.out, cap.err, json_mode=True)
+    assert json.loads(cap.out)["block"] == N
+    code = main(["ledger", "show", str(base[0]), "--json"])  # negative control
+    assert code == 0 and len(json.loads(capsys.readouterr().out)["blocks"]) == N + 1
+
+
+@pytest.mark.parametrize("argv", [["--blocks", "-1"], ["--blocks", "1e9"], ["--expected-hashes", "0"],
+                                  ["--expected-hashes", "nan"], ["--expected-hashes", "1e300"], ["--seed", "-3"]])
+def test_demo_refuses_out_of_range_values_before_writing(tmp_path, capsys, argv):
+    path = tmp_path / "d.db"
+    code = main(["ledger", "demo", str(path), *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("dnninfer: error: ") and err.count("\n") == 1, err
+    assert argv[0] in err and not path.exists()
+
+
 # -- read-only verify touches nothing --------------------------------------------------------------
 def _snapshot(folder: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}

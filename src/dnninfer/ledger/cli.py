@@ -16,7 +16,12 @@ import argparse
 import sys
 from typing import Any
 
+from dnninfer import argtypes as at
 from dnninfer.errors import UserError
+
+#: Past these a demo mines for hours (blocks x expected hashes SHA-256 evaluations in Python).
+MAX_DEMO_BLOCKS = 100_000
+MAX_EXPECTED_HASHES = 1e8
 
 
 def add_commands(sub: Any) -> None:
@@ -33,15 +38,16 @@ def add_commands(sub: Any) -> None:
 
     s = cmds.add_parser("show", help="list the main chain's blocks (after verifying them)")
     s.add_argument("path")
-    s.add_argument("--last", type=int, default=20, help="only the last N blocks (0: all)")
+    s.add_argument("--last", type=at.nonneg_int, default=20, help="only the last N blocks (0: all)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_show)
 
     d = cmds.add_parser("demo", help="write a small synthetic ledger (gateways, APs, mined blocks)")
     d.add_argument("path")
-    d.add_argument("--blocks", type=int, default=10)
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--expected-hashes", type=float, default=4096, help="mean hashes per block at zero reputation")
+    d.add_argument("--blocks", type=at.bounded_int(0, MAX_DEMO_BLOCKS), default=10)
+    d.add_argument("--seed", type=at.seed, default=0)
+    d.add_argument("--expected-hashes", type=at.bounded_float(1, MAX_EXPECTED_HASHES), default=4096,
+                   help="mean hashes per block at zero reputation")
     d.add_argument("--json", action="store_true")
     d.set_defaults(func=cmd_demo)
 
@@ -69,6 +75,19 @@ def _open_verified(path: str) -> Any:
     return ledger
 
 
+def _open_for(args: argparse.Namespace) -> Any:
+    """`_open_verified`, and with ``--json`` the invalid ledger's report as the one JSON object on
+    stdout (cli.main still prints the one-line error, exit 2)."""
+    from dnninfer.cli import _emit
+
+    try:
+        return _open_verified(args.path)
+    except LedgerVerifyError as e:
+        if args.json:
+            _emit(args, e.report, "")
+        raise
+
+
 class LedgerVerifyError(UserError):
     """An invalid ledger: the one-line message, plus the JSON object `verify --json` prints for it."""
 
@@ -94,12 +113,7 @@ def summary(ledger: Any) -> dict[str, Any]:
 def cmd_verify(args: argparse.Namespace) -> None:
     from dnninfer.cli import _emit, _stdout
 
-    try:
-        ledger = _open_verified(args.path)
-    except LedgerVerifyError as e:
-        if args.json:  # one JSON object on stdout whatever happens; cli.main still prints the line, exit 2
-            _emit(args, e.report, "")
-        raise
+    ledger = _open_for(args)
     with ledger:
         s = summary(ledger)
     _emit(args, s, f"{args.path}: valid" + (" (head not anchored: see the warning)" if s["warnings"] else ""),
@@ -113,7 +127,8 @@ def cmd_show(args: argparse.Namespace) -> None:
     from dnninfer.cli import _emit
     from dnninfer.ledger.consensus import HASH_SPACE
 
-    with _open_verified(args.path) as ledger:
+    ledger = _open_for(args)
+    with ledger:
         chain = ledger.main_chain()
         rows = [{"height": b.index, "hash": b.hash[:16], "miner": b.miner, "receipts": len(b.receipts),
                  "expected_hashes": round(HASH_SPACE / b.target, 1), "timestamp_s": b.timestamp,

@@ -5,7 +5,7 @@ longer needs, so input and output overlap (§1.2 items 1-3). With the output pla
 (``a`` = where the input starts), output row ``t`` occupies ``[o + t*so, o + (t+1)*so)``; after it
 is stored the earliest input byte still needed is ``a + fn(t+1)*si``, so the smallest safe shift is
 
-    d* = max(0, max_t [(t+1)*so - fn(t+1)*si])          (t < T-1)
+    d* = max(0, max_t [(t+1)*so - fn(t+1)*si])          (t < T-1, fn(t+1) < H)
 
 and the live window (footprint) is ``F = max(Sin + d*, Sout)``, plus a one-row tile buffer. In a
 chain, layer l+1's input starts where layer l's output did, so windows drift through the virtual
@@ -38,12 +38,18 @@ from dnninfer.memory.ir import IR, IBBlock, Layer
 from dnninfer.memory.plan import MemoryPlan, Step, accounting, align_up
 
 
-def _shift(fn: np.ndarray, si: int, so: int) -> int:
-    """d* of §1.2 item 3 given fn(u) for u = 1..T-1."""
-    if fn.size == 0:
-        return 0
+def _shift(fn: np.ndarray, si: int, so: int, h: int) -> int:
+    """d* of §1.2 item 3 given fn(u) for u = 1..T-1 and the input height `h`.
+
+    A row u with ``fn(u) == h`` needs no input at all (the last input rows were read already), so
+    it bounds nothing: counting it would make d* larger than needed, and a shift one byte below
+    such a d* would still be safe.
+    """
     u = np.arange(1, fn.size + 1, dtype=np.int64)
-    return int(max(0, int((u * so - fn * si).max())))
+    live = fn < h
+    if not live.any():
+        return 0
+    return int(max(0, int((u[live] * so - fn[live] * si).max())))
 
 
 def layer_shift(layer: Layer, segment_bytes: int = 1) -> tuple[int, int, int]:
@@ -56,7 +62,7 @@ def layer_shift(layer: Layer, segment_bytes: int = 1) -> tuple[int, int, int]:
         return 0, max(layer.in_bytes, layer.out_bytes), layer.out_bytes
     u = np.arange(1, layer.hout, dtype=np.int64)
     fn = np.array([layer.first_needed(int(t)) for t in u], dtype=np.int64)
-    d = align_up(_shift(fn, layer.si, layer.so), segment_bytes)
+    d = align_up(_shift(fn, layer.si, layer.so, layer.hin), segment_bytes)
     return d, max(layer.in_bytes + d, layer.out_bytes), layer.so
 
 
@@ -75,7 +81,7 @@ def fused_ib_shift(ir: IR, block: IBBlock, segment_bytes: int = 1) -> tuple[int,
         scratch = dw.wout * dw.cout + out.so
     if block.residual:
         fn = np.minimum(fn, u)
-    d = align_up(_shift(fn, x.row_bytes, out.so), segment_bytes)
+    d = align_up(_shift(fn, x.row_bytes, out.so, x.h), segment_bytes)
     return d, max(x.size + d, out.out_bytes), scratch
 
 

@@ -43,6 +43,7 @@ from torch.nn.modules.utils import _pair
 from dnninfer.errors import UserError
 from dnninfer.graph.core import Graph
 from dnninfer.graph.flops import find_rule
+from dnninfer.graph.inplace import is_inplace
 
 # ---------------------------------------------------------------------------------------------
 # Public results
@@ -118,7 +119,6 @@ class _Op:
 
 _SAME_MODULE_KINDS = ("act", "identity")
 _SAME_FUNCTION_KINDS = ("act", "add", "mul")
-_INPLACE_FUNCTIONS = {operator.iadd, operator.isub, operator.imul, operator.itruediv}
 
 
 def _conv_rows(h: int, k: int, s: int, d: int, top: int, bottom: int, ceil: bool) -> int:
@@ -301,8 +301,7 @@ def _describe(graph: Graph, a: _Analysis, name: str) -> _Op | str:
         rule = find_rule(node.op, target, None)
         kind = rule.kind if rule is not None else None
         fname = str(target) if node.op == "call_method" else getattr(target, "__name__", "")
-        inplace = (target in _INPLACE_FUNCTIONS or fname.endswith("_") or node.kwargs.get("inplace") is True
-                   or any(v is True for v in node.args[1:]))
+        inplace = is_inplace(node)
         if kind == "dropout":
             p = _args(node, ("input", "p", "training", "inplace"), {"training": True})
             if p["training"] is not False:

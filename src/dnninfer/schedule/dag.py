@@ -13,7 +13,6 @@ MEASURED latency (`dnninfer.cost.measure.profile`) when given, otherwise a roofl
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -23,6 +22,7 @@ import networkx as nx
 
 from dnninfer.errors import UserError
 from dnninfer.graph import Graph
+from dnninfer.graph.inplace import is_inplace
 
 __all__ = ["SOURCE", "OpDAG", "estimate_cost_s"]
 
@@ -40,8 +40,6 @@ _EST_OVERHEAD_S = 5e-6
 #: view writes the base, so hazards are tracked per alias group. Over-approximating only adds
 #: ordering edges, never removes a needed one.
 _ALIAS_KINDS = frozenset({"reshape", "getitem", "dropout", "identity"})
-_INPLACE_FUNCTIONS = frozenset({operator.iadd, operator.isub, operator.imul, operator.itruediv,
-                                operator.ifloordiv, operator.iand, operator.ior, operator.ixor})
 
 
 def estimate_cost_s(flops: int, nbytes: int) -> float:
@@ -271,20 +269,6 @@ def _without_implied(
     return kept
 
 
-def _is_inplace(node: Any, module: Any) -> bool:
-    if node.op == "call_module":
-        return bool(getattr(module, "inplace", False))
-    if node.op == "call_function":
-        if node.target in _INPLACE_FUNCTIONS or node.kwargs.get("inplace") is True:
-            return True
-        fname = getattr(node.target, "__name__", "")
-        return fname.endswith("_") and not fname.endswith("__")
-    if node.op == "call_method":
-        name = str(node.target)
-        return name.endswith("_") and not name.endswith("__")
-    return False
-
-
 def _inplace_hazards(graph: Graph, order: Sequence[str]) -> set[tuple[str, str]]:
     """Ordering edges that make in-place writes safe under concurrency (see module docstring)."""
     fx_nodes = {n.name: n for n in graph.gm.graph.nodes}
@@ -301,7 +285,7 @@ def _inplace_hazards(graph: Graph, order: Sequence[str]) -> set[tuple[str, str]]
         info = graph.nodes[name]
         module = graph.gm.get_submodule(str(n.target)) if n.op == "call_module" else None
         first = next(iter(n.all_input_nodes), None)
-        mutates = _is_inplace(n, module)
+        mutates = is_inplace(n, module)
         if mutates:
             inplace.append(name)
         if first is not None and (mutates or info.kind in _ALIAS_KINDS):
