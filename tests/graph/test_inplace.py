@@ -135,8 +135,25 @@ class BranchyInplace(nn.Module):
         return x
 
 
+class IndexAssign(nn.Module):
+    """``y[:, 0] = 0`` and ``y[..., :2] = v``: index assignment (operator.setitem) after another reader."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = nn.Conv2d(3, 4, 3, padding=1)
+        self.d = nn.Conv2d(4, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.c(x)
+        z = y * 2
+        y[:, 0] = 0
+        y[..., :2] = self.d(z)[..., :2]
+        return self.d(y) + z
+
+
 MODELS = {
     "issue": (IssueNet, (1, 3, 8, 8)),
+    "index_assign": (IndexAssign, (1, 3, 8, 8)),
     "residual": (ResidualInplace, (1, 3, 8, 8)),
     "kitchen": (KitchenSink, (3, 16)),
     "view_write": (ViewWrite, (1, 3, 8, 8)),
@@ -215,7 +232,7 @@ def test_captured_graph_is_functional_and_equals_the_model(key):
     with torch.no_grad():
         torch.testing.assert_close(g(kept), ref, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(kept, x, rtol=0, atol=0)  # the graph never writes into its input
-    if key in ("view_write", "branchy"):
+    if key in ("view_write", "branchy", "index_assign"):
         assert g.method == "export"  # a view write, or untraceable: torch.export's graph
 
 

@@ -485,3 +485,47 @@ def test_a_sideways_photo_with_an_orientation_tag_is_classified_upright(servers,
     r = httpx.post(f"{servers[pipe].url}/v1/models/{MODEL}/infer", content=untagged,
                    headers={"content-type": "image/jpeg"}, timeout=30)
     assert r.json()["image"] == {"width": 240, "height": 320}
+
+
+# -- detector boxes on thin images ------------------------------------------------------------------------
+@given(w=st.integers(1, 40), h=st.integers(1, 40),
+       rel=st.lists(st.floats(-0.5, 1.5, allow_nan=False), min_size=4, max_size=4))
+@settings(max_examples=200, deadline=None)
+def test_box_pixels_always_lie_inside_the_image(w, h, rel):
+    """A 1-pixel-high image once gave a negative box offset (500 on /detect_classify)."""
+    from dnninfer.serving.models import Box
+
+    x0, y0, x1, y1 = Box(*rel, score=0.5).pixels(w, h)
+    assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
+    assert x1 - x0 >= min(2, w) and y1 - y0 >= min(2, h)
+
+
+def test_crops_of_a_one_pixel_high_image():
+    from dnninfer.serving.models import Box
+    from dnninfer.serving.server import _crops
+
+    img = np.zeros((1, 9, 3), np.uint8)
+    (crop,) = _crops(img, [Box(0.2, 0.9, 0.8, 1.0, 0.9)], 8)
+    assert crop.shape == (8, 8, 3)
+
+
+@pytest.mark.parametrize("prep", [pp.naive_preprocess, pp.fast_preprocess])
+def test_sliver_headers_are_413_before_decoding_and_big_claims_over_a_small_scan_are_400(prep, monkeypatch):
+    """A 65000 x 1 header once made the naive path resize to 16.6 M x 256; a 7000 x 7000 claim over a
+    64 x 48 scan must not decode to a grey 49 MP image."""
+    decoded = []
+    real = pp._decode
+    monkeypatch.setattr(pp, "_decode", lambda body, **kw: decoded.append(len(body)) or real(body, **kw))
+    small = make_jpeg(64, 48, seed=1)
+    for w, h in ((65000, 1), (1, 65000), (6500, 100)):
+        with pytest.raises(pp.ImageError, match="aspect ratio over 64:1") as info:
+            prep(_with_size(small, w, h))
+        assert info.value.status == 413
+    assert decoded == []
+    with pytest.raises(pp.ImageError) as info:
+        prep(_with_size(small, 7000, 7000))
+    assert info.value.status == 400
+    # negative controls: a 64:1 image and a 1 x 1 image are fine
+    one = io.BytesIO()
+    Image.new("RGB", (1, 1), (200, 30, 30)).save(one, "JPEG")
+    assert prep(make_jpeg(640, 10, seed=2)) is not None and prep(one.getvalue()) is not None

@@ -202,7 +202,10 @@ _ZERO_NAMES = {
                 "arange", "zeros", "ones", "full", "tensor", "stack", "split_with_sizes", "index_select",
                 "gather", "movedim", "swapaxes", "masked_select", "tril", "triu", "repeat_interleave",
                 "lift_fresh_copy", "_to_copy", "empty_like", "copy_", "as_strided", "channel_shuffle",
-                "pixel_shuffle", "index", "_assert_tensor_metadata"),
+                "pixel_shuffle", "index", "_assert_tensor_metadata",
+                # the functional twins of in-place writes (`x[i] = v`, `x.fill_(0)`, `x.copy_(y)`)
+                "fill", "copy", "index_put", "index_put_", "slice_scatter", "select_scatter",
+                "scatter", "index_copy", "masked_scatter", "setitem"),
     "shape": ("size", "dim", "numel", "shape", "getattr", "sym_size", "len", "_assert_async",
               "sym_numel", "sym_stride", "stride"),
     "getitem": ("getitem",),

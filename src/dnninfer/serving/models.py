@@ -104,11 +104,12 @@ class Box:
     score: float
 
     def pixels(self, width: int, height: int) -> tuple[int, int, int, int]:
-        """Integer pixel box in an image of ``width`` x ``height``, at least 2 px on each side."""
-        x0 = min(max(0, int(self.x0 * width)), width - 2)
-        y0 = min(max(0, int(self.y0 * height)), height - 2)
-        x1 = max(x0 + 2, min(width, round(self.x1 * width)))
-        y1 = max(y0 + 2, min(height, round(self.y1 * height)))
+        """Integer pixel box inside an image of ``width`` x ``height``, at least 2 px on each side
+        (1 px where the image itself is 1 px wide or high)."""
+        x0 = min(max(0, int(self.x0 * width)), max(0, width - 2))
+        y0 = min(max(0, int(self.y0 * height)), max(0, height - 2))
+        x1 = min(width, max(x0 + 2, round(self.x1 * width)))
+        y1 = min(height, max(y0 + 2, round(self.y1 * height)))
         return x0, y0, x1, y1
 
     def to_dict(self, width: int, height: int) -> dict[str, Any]:

@@ -61,6 +61,9 @@ _SCALE = (1.0 / (255.0 * STD)).astype(np.float32)
 _SHIFT = (-MEAN / STD).astype(np.float32)
 #: Refuse decompression bombs before decoding: 50 MP is 4x a 12 MP photo.
 DEFAULT_MAX_PIXELS = 50_000_000
+#: Refuse slivers too: the naive path resizes the shorter side to 256 before it crops, so a 65000 x 1
+#: header would ask for a 16.6 M x 256 image. 64:1 keeps that under 4.2 MP; no photo is thinner.
+MAX_ASPECT = 64
 
 
 class ImageError(ValueError):
@@ -83,6 +86,10 @@ def _check_pixels(width: int, height: int, max_pixels: int) -> None:
     if width * height > max_pixels:
         raise ImageError(f"image of {width}x{height} = {width * height} pixels exceeds the limit of {max_pixels}",
                          status=413)
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise ImageError(f"image of {width}x{height} has an aspect ratio over {MAX_ASPECT}:1; resizing its shorter "
+                         f"side to {RESIZE} would make it {RESIZE * max(width, height) // max(1, min(width, height))} "
+                         "pixels long", status=413)
 
 
 def _one_line(e: BaseException) -> str:
