@@ -75,28 +75,24 @@ def test_unsafe_shift_gives_the_same_wrong_bytes_in_c_and_python(tmp_path):
     assert np.array_equal(c, py)
 
 
-def _fp(rng: np.random.Generator, *shape: int) -> FloatParams:
-    return FloatParams(rng.standard_normal(shape) / np.sqrt(np.prod(shape[:-1])), rng.standard_normal(shape[-1]) * 0.1)
-
-
 def _odd_network(seed: int):
     """Kernels the benchmarks lack: 5x5 stride-2 conv, max/avg pooling, relu, a 5x5 stride-2 dw
     IB block without residual, an IB block without expansion, a residual block, GAP + FC."""
     rng = np.random.default_rng(seed)
     b = IRBuilder("odd", 11, 11, 3)
-    x = b.conv(0, 6, 5, 2, act="relu", weights=_fp(rng, 5, 5, 3, 6))  # 6x6x6
+    x = b.conv(0, 6, 5, 2, act="relu", weights=FloatParams.random(rng, 5, 5, 3, 6))  # 6x6x6
     x = b.pool(x, "max", 3, 1, p=1)
-    e = b.conv(x, 12, 1, act="relu6", weights=_fp(rng, 6, 12))
-    d = b.dw(e, 5, 2, act="relu6", weights=_fp(rng, 5, 5, 12))  # 3x3x12
-    x = b.conv(d, 8, 1, weights=_fp(rng, 12, 8))
-    d = b.dw(x, 3, 1, act="relu", weights=_fp(rng, 3, 3, 8))
-    x = b.conv(d, 8, 1, weights=_fp(rng, 8, 8))
-    e = b.conv(x, 16, 1, act="relu6", weights=_fp(rng, 8, 16))
-    d = b.dw(e, 3, 1, act="relu6", weights=_fp(rng, 3, 3, 16))
-    x = b.add(x, b.conv(d, 8, 1, weights=_fp(rng, 16, 8)), act="relu")
+    e = b.conv(x, 12, 1, act="relu6", weights=FloatParams.random(rng, 6, 12))
+    d = b.dw(e, 5, 2, act="relu6", weights=FloatParams.random(rng, 5, 5, 12))  # 3x3x12
+    x = b.conv(d, 8, 1, weights=FloatParams.random(rng, 12, 8))
+    d = b.dw(x, 3, 1, act="relu", weights=FloatParams.random(rng, 3, 3, 8))
+    x = b.conv(d, 8, 1, weights=FloatParams.random(rng, 8, 8))
+    e = b.conv(x, 16, 1, act="relu6", weights=FloatParams.random(rng, 8, 16))
+    d = b.dw(e, 3, 1, act="relu6", weights=FloatParams.random(rng, 3, 3, 16))
+    x = b.add(x, b.conv(d, 8, 1, weights=FloatParams.random(rng, 16, 8)), act="relu")
     x = b.pool(x, "avg", 2, 1)
     g = b.gap(x)
-    b.fc(g, 5, weights=_fp(rng, 8, 5))
+    b.fc(g, 5, weights=FloatParams.random(rng, 8, 5))
     calib = torch.randn(4, 3, 11, 11, generator=torch.Generator().manual_seed(seed))
     return quantize_ir(b.build(), calib)
 

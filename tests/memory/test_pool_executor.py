@@ -6,19 +6,17 @@ import functools
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from random_nets import random_ir
 
 from dnninfer.errors import UserError
 from dnninfer.memory import executor
 from dnninfer.memory.executor import Arc, PlanUnsafe, run
-from dnninfer.memory.ir import IR, FloatParams, IRBuilder
 from dnninfer.memory.kernels import reference
 from dnninfer.memory.models import benchmark_ir, example_input
 from dnninfer.memory.plan import MemoryPlan
 from dnninfer.memory.planners import PLANNERS, plan
-from dnninfer.memory.quantize import quantize_ir
 
 MODELS = ("digits-cnn", "mbv2-0.35-48", "mbv2-0.5-64")
 
@@ -127,47 +125,10 @@ def test_greedy_plan_with_overlapping_live_tensors_changes_the_output():
         run(ir, bad, x)
 
 
-def _fp(rng: np.random.Generator, *shape: int) -> FloatParams:
-    """Random float weights scaled by fan-in, output channels last."""
-    return FloatParams(rng.standard_normal(shape) / np.sqrt(np.prod(shape[:-1])), rng.standard_normal(shape[-1]) * 0.1)
-
-
-def _random_ir(draw) -> IR:
-    """A random int8 chain: convs, depthwise, pools and residual inverted bottlenecks, quantised."""
-    h, c = draw(st.integers(5, 12)), draw(st.integers(1, 5))
-    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
-    b = IRBuilder("random", h, h, c)
-    x = 0
-    for _ in range(draw(st.integers(1, 5))):
-        hh, _, cc = b.shape(x)
-        op = draw(st.sampled_from(["conv", "dw", "pw", "pool", "ib"]))
-        act = draw(st.sampled_from(["none", "relu", "relu6"]))
-        if op == "conv":
-            k, s, co = draw(st.sampled_from([3, 5])), draw(st.sampled_from([1, 2])), draw(st.integers(1, 6))
-            if k <= hh + 2 * ((k - 1) // 2):
-                x = b.conv(x, co, k, s, act=act, weights=_fp(rng, k, k, cc, co))
-        elif op == "dw":
-            k, s = draw(st.sampled_from([3, 5])), draw(st.sampled_from([1, 2]))
-            x = b.dw(x, k, s, act=act, weights=_fp(rng, k, k, cc))
-        elif op == "pw":
-            co = draw(st.integers(1, 6))
-            x = b.conv(x, co, 1, act=act, weights=_fp(rng, cc, co))
-        elif op == "pool" and hh >= 2:
-            x = b.pool(x, draw(st.sampled_from(["avg", "max"])), 2)
-        elif op == "ib":
-            e = b.conv(x, cc * 3, 1, act="relu6", weights=_fp(rng, cc, cc * 3))
-            d = b.dw(e, 3, 1, act="relu6", weights=_fp(rng, 3, 3, cc * 3))
-            x = b.add(x, b.conv(d, cc, 1, weights=_fp(rng, cc * 3, cc)), act=act)
-    if not b.layers or draw(st.booleans()):
-        g = b.gap(x)
-        x = b.fc(g, 4, weights=_fp(rng, b.shape(g)[2], 4))
-    return quantize_ir(b.build(), torch.randn(3, c, h, h, generator=torch.Generator().manual_seed(h)))
-
-
 @given(st.data(), st.sampled_from([1, 7, 64]))
 @settings(max_examples=30, deadline=None)
 def test_random_networks_run_bit_exact_under_every_planner(data, segment):
-    ir = _random_ir(data.draw)
+    ir = random_ir(data.draw)
     x = np.random.default_rng(0).integers(-128, 128, size=ir.tensors[0].shape).astype(np.int8)
     ref = reference(ir, x)
     for name in PLANNERS:

@@ -9,23 +9,22 @@ alone, never by asking the checker.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from random_nets import random_ir  # tests/memory/random_nets.py
 
 from dnninfer.errors import UserError
 from dnninfer.memory.bench import _execute
 from dnninfer.memory.executor import PlanUnsafe, Shadow, run
-from dnninfer.memory.ir import IR, FloatParams, IRBuilder
+from dnninfer.memory.ir import IR, IRBuilder
 from dnninfer.memory.kernels import reference
 from dnninfer.memory.models import benchmark_ir, example_input, mobilenet_v2_int8
 from dnninfer.memory.plan import MemoryPlan
 from dnninfer.memory.planners import PLANNERS, plan
-from dnninfer.memory.quantize import quantize_ir
 
 MODELS = ("digits-cnn", "mbv2-0.35-48")
 LINEAR = ("naive", "tflm", "tinyengine")
@@ -46,15 +45,22 @@ def with_offsets(p: MemoryPlan, **moved: int) -> MemoryPlan:
     return MemoryPlan(**{**p.__dict__, "offsets": offsets})
 
 
+def _reads_last_row(ir: IR, t: int, layers: Iterable[int]) -> bool:
+    """Whether any of `layers` reads tensor t's last row (a strided pool may never read it)."""
+    h = ir.tensors[t].h
+    return any(t in ir.layers[i].inputs and ir.layers[i].needed_rows(ir.layers[i].hout - 1)[1] >= h for i in layers)
+
+
 def one_byte_short(ir: IR, p: MemoryPlan) -> Iterator[tuple[MemoryPlan, int, int]]:
     """(plan, victim, clobberer): adjacent live tensors of a linear plan, one moved 1 byte onto the other.
 
     Tensor ``t`` is produced before ``u`` and ``u`` sits right against it (gap 0). Moving ``u`` one
-    byte onto ``t`` is unsafe when ``t`` is still read after ``u``'s overlapping byte is written:
-    ``u`` above ``t`` (its element 0 lands on t's last byte) and t read by a later layer, or ``u``
-    produced by a row-streaming consumer of ``t`` (more than one output row: row 0 is stored before
-    t's last row is read); ``u`` below ``t`` (its last byte on t's first) and t read by a later layer.
-    A tensor sharing its offset with a live one (an in-place pair) is not moved.
+    byte onto ``t`` is unsafe when t's clobbered byte is still read after ``u`` writes it: ``u``
+    above ``t`` (its element 0 lands on t's last byte) and t's last row read by a later layer (or t
+    is the network output), or by ``u``'s own producer streaming rows (more than one output row:
+    row 0 is stored before t's last row is read); ``u`` below ``t`` (its last byte on t's first)
+    and t read by a later layer. A tensor sharing its offset with a live one (an in-place pair)
+    is not moved.
     """
     tensors = ir.tensors
     for t in tensors:
@@ -62,12 +68,14 @@ def one_byte_short(ir: IR, p: MemoryPlan) -> Iterator[tuple[MemoryPlan, int, int
             if any(v.id != u.id and p.offsets[v.id] == p.offsets[u.id] and v.first <= u.last and u.first <= v.last
                    for v in tensors):
                 continue
-            producer = ir.layers[u.id - 1]
-            streaming = t.id in producer.inputs and producer.hout > 1 and not producer.whole_input
-            read_later = t.last > u.first
-            if p.offsets[u.id] == p.offsets[t.id] + t.size and (read_later or streaming):
+            k = u.id - 1  # u's producer
+            producer = ir.layers[k]
+            later = range(k + 1, len(ir.layers))
+            last_read_later = _reads_last_row(ir, t.id, later) or t.id == ir.output
+            streaming = not producer.whole_input and producer.hout > 1 and _reads_last_row(ir, t.id, [k])
+            if p.offsets[u.id] == p.offsets[t.id] + t.size and (last_read_later or streaming):
                 yield with_offsets(p, **{str(u.id): -1}), t.id, u.id
-            elif p.offsets[u.id] + u.size == p.offsets[t.id] and read_later:
+            elif p.offsets[u.id] + u.size == p.offsets[t.id] and t.last > u.first:
                 yield with_offsets(p, **{str(u.id): +1}), t.id, u.id
 
 
@@ -226,38 +234,10 @@ def test_shadow_names_the_clobbering_tensor_and_never_written_bytes():
 
 # -- random networks ----------------------------------------------------------------------------------
 
-def _fp(rng: np.random.Generator, *shape: int) -> FloatParams:
-    return FloatParams(rng.standard_normal(shape) / np.sqrt(np.prod(shape[:-1])), rng.standard_normal(shape[-1]) * 0.1)
-
-
-def _random_chain(draw) -> IR:
-    """A small random int8 chain of convs, depthwise, pointwise and residual inverted bottlenecks."""
-    h, c = draw(st.integers(4, 9)), draw(st.integers(1, 4))
-    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
-    b = IRBuilder("random", h, h, c)
-    x = 0
-    for _ in range(draw(st.integers(1, 4))):
-        _, _, cc = b.shape(x)
-        op = draw(st.sampled_from(["conv", "dw", "pw", "ib"]))
-        if op == "conv":
-            co, s = draw(st.integers(1, 5)), draw(st.sampled_from([1, 2]))
-            x = b.conv(x, co, 3, s, act="relu", weights=_fp(rng, 3, 3, cc, co))
-        elif op == "dw":
-            x = b.dw(x, 3, draw(st.sampled_from([1, 2])), act="relu6", weights=_fp(rng, 3, 3, cc))
-        elif op == "pw":
-            co = draw(st.integers(1, 5))
-            x = b.conv(x, co, 1, weights=_fp(rng, cc, co))
-        else:
-            e = b.conv(x, cc * 2, 1, act="relu6", weights=_fp(rng, cc, cc * 2))
-            d = b.dw(e, 3, 1, act="relu6", weights=_fp(rng, 3, 3, cc * 2))
-            x = b.add(x, b.conv(d, cc, 1, weights=_fp(rng, cc * 2, cc)))
-    return quantize_ir(b.build(), torch.randn(2, c, h, h, generator=torch.Generator().manual_seed(h)))
-
-
 @given(st.data())
 @settings(max_examples=12, deadline=None)
 def test_random_networks_one_byte_short_is_refused_under_every_planner(data):
-    ir = _random_chain(data.draw)
+    ir = random_ir(data.draw)
     x = np.random.default_rng(0).integers(-128, 128, size=ir.tensors[0].shape).astype(np.int8)
     ref = reference(ir, x)
     for name in LINEAR:

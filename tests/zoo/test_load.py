@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from dnninfer.errors import UserError
+from dnninfer.fuzz.models import saved, zip_of
 from dnninfer.zoo import load_model
 from dnninfer.zoo.load import LEGACY_MAGIC, parse_shape
 
@@ -42,12 +43,6 @@ def _one_line_error(spec: str, **kw) -> str:
     msg = str(info.value)
     assert "\n" not in msg, msg
     return msg
-
-
-def _saved(obj, legacy: bool = False) -> bytes:
-    buf = io.BytesIO()
-    torch.save(obj, buf, _use_new_zipfile_serialization=not legacy)
-    return buf.getvalue()
 
 
 # -- model.py ----------------------------------------------------------------------------------------
@@ -111,13 +106,13 @@ def test_failed_import_leaves_no_half_module_behind(tmp_path):
 @pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
 def test_saved_module_loads_negative_control(tmp_path, legacy):
     path = tmp_path / "ok.pt"
-    path.write_bytes(_saved(nn.Linear(3, 2), legacy))
+    path.write_bytes(saved(nn.Linear(3, 2), legacy))
     loaded = load_model(str(path), input_shape="2,3")
     assert isinstance(loaded.model, nn.Linear) and loaded.inputs[0].shape == (2, 3)
 
 
 def _pt_cases() -> dict[str, tuple[bytes, list[str]]]:
-    zipped, legacy = _saved(nn.Linear(3, 2)), _saved(nn.Linear(3, 2), legacy=True)
+    zipped, legacy = saved(nn.Linear(3, 2)), saved(nn.Linear(3, 2), legacy=True)
     return {
         # torch.load on these said "MemoryError: " (empty) before the format check
         "binunicode8": (b"\x80\x04\x8d" + (2**62).to_bytes(8, "little") + b"abc", ["not a PyTorch checkpoint"]),
@@ -130,22 +125,12 @@ def _pt_cases() -> dict[str, tuple[bytes, list[str]]]:
         "plain_pickle": (b"\x80\x04K\x03.", ["plain pickle"]),
         "truncated_zip": (zipped[: len(zipped) // 2], ["truncated"]),
         "truncated_legacy": (legacy[: len(legacy) // 2], ["truncated"]),
-        "zip_without_pickle": (_zip_of({"a.txt": b"hi"}), ["without data.pkl"]),
-        "state_dict": (_saved(nn.Linear(3, 2).state_dict()), ["holds a state_dict", "model.py factory"]),
-        "checkpoint_dict": (_saved({"epoch": 1, "model": {}}), ["holds a dict", "'epoch'", "nn.Module"]),
-        "int": (_saved(3), ["holds an int", "expected nn.Module"]),
-        "tensor": (_saved(torch.zeros(2)), ["holds a Tensor"]),
+        "zip_without_pickle": (zip_of({"a.txt": b"hi"}), ["without data.pkl"]),
+        "state_dict": (saved(nn.Linear(3, 2).state_dict()), ["holds a state_dict", "model.py factory"]),
+        "checkpoint_dict": (saved({"epoch": 1, "model": {}}), ["holds a dict", "'epoch'", "nn.Module"]),
+        "int": (saved(3), ["holds an int", "expected nn.Module"]),
+        "tensor": (saved(torch.zeros(2)), ["holds a Tensor"]),
     }
-
-
-def _zip_of(files: dict[str, bytes]) -> bytes:
-    import zipfile
-
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in files.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
 
 
 PT_CASES = _pt_cases()
@@ -168,7 +153,7 @@ def test_flipped_pickle_byte_in_zip_is_caught_by_crc(tmp_path):
     import struct
     import zipfile
 
-    data = bytearray(_saved(nn.Linear(3, 2)))
+    data = bytearray(saved(nn.Linear(3, 2)))
     info = zipfile.ZipFile(io.BytesIO(bytes(data))).getinfo("archive/data.pkl")
     name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26: info.header_offset + 30])
     payload = info.header_offset + 30 + name_len + extra_len
@@ -181,7 +166,7 @@ def test_flipped_pickle_byte_in_zip_is_caught_by_crc(tmp_path):
 def test_folder_named_pt_and_factory_on_pt(tmp_path):
     (tmp_path / "dir.pt").mkdir()
     assert "not a regular file" in _one_line_error(str(tmp_path / "dir.pt"), input_shape="1")
-    (tmp_path / "ok.pt").write_bytes(_saved(nn.ReLU()))
+    (tmp_path / "ok.pt").write_bytes(saved(nn.ReLU()))
     assert "only a .py file" in _one_line_error(str(tmp_path / "ok.pt") + ":make", input_shape="1")
 
 
@@ -219,5 +204,5 @@ def test_shape_may_be_given_as_ints(tmp_path):
     """The CLI parses --input-shape at parse time, so load_model also takes the tuple."""
     assert parse_shape((1, 3, 8, 8)) == (1, 3, 8, 8)
     path = tmp_path / "ok.pt"
-    path.write_bytes(_saved(nn.Linear(3, 2)))
+    path.write_bytes(saved(nn.Linear(3, 2)))
     assert load_model(str(path), input_shape=(2, 3)).inputs[0].shape == (2, 3)

@@ -125,10 +125,11 @@ def _base_module() -> Any:
 def _base_files() -> tuple[bytes, bytes]:
     """(zip checkpoint, legacy checkpoint) of the base module, saved once."""
     model = _base_module()
-    return _saved(model), _saved(model, legacy=True)
+    return saved(model), saved(model, legacy=True)
 
 
-def _saved(obj: Any, legacy: bool = False) -> bytes:
+def saved(obj: Any, legacy: bool = False) -> bytes:
+    """`obj` as torch.save writes it (zip format, or the legacy pickle format)."""
     import torch
 
     buf = io.BytesIO()
@@ -143,12 +144,13 @@ def _gone_class_pickle() -> bytes:
     exec("import torch\nclass Net(torch.nn.Module):\n    def forward(self, x):\n        return x\n", mod.__dict__)
     sys.modules[mod.__name__] = mod
     try:
-        return _saved(mod.Net())
+        return saved(mod.Net())
     finally:
         del sys.modules[mod.__name__]
 
 
-def _zip_of(members: dict[str, bytes]) -> bytes:
+def zip_of(members: dict[str, bytes]) -> bytes:
+    """A zip archive of `members` (name -> bytes): the container of a torch checkpoint, or not."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
         for name, data in members.items():
@@ -177,7 +179,7 @@ def _pt_cases(rng: random.Random) -> list[tuple[str, str, bytes, str, str]]:
         ("valid_pt", "valid", zip_pt, ".pt", "torch.save(digits_mlp)"),
         ("valid_pth", "valid", zip_pt, ".pth", "torch.save(digits_mlp) as .pth"),
         ("legacy_pt", "valid", legacy_pt, ".pt", "torch.save(digits_mlp, legacy format)"),
-        (f"wrong_object:{name}", "bad", _saved(obj), ".pt", f"torch.save({name}) (not an nn.Module)"),
+        (f"wrong_object:{name}", "bad", saved(obj), ".pt", f"torch.save({name}) (not an nn.Module)"),
         ("truncated_zip", "bad", zip_pt[:zcut], ".pt", f"zip checkpoint truncated to {zcut} of {len(zip_pt)} bytes"),
         ("truncated_legacy", "bad", legacy_pt[:lcut], ".pt",
          f"legacy checkpoint truncated to {lcut} of {len(legacy_pt)} bytes"),
@@ -188,7 +190,7 @@ def _pt_cases(rng: random.Random) -> list[tuple[str, str, bytes, str, str]]:
         ("text", "bad", b"this is not a checkpoint\n", ".pt", "a text file"),
         ("plain_pickle", "maybe", pickle.dumps(model), ".pt", "pickle.dumps(module) (not torch.save)"),
         ("missing_class", "bad", _gone_class_pickle(), ".pt", "pickle of a class whose module does not exist"),
-        ("foreign_zip", "bad", _zip_of({"hello.txt": b"hi", "data/0": b"\x00" * 8}), ".pt", "a zip without data.pkl"),
+        ("foreign_zip", "bad", zip_of({"hello.txt": b"hi", "data/0": b"\x00" * 8}), ".pt", "a zip without data.pkl"),
         ("gzip", "bad", b"\x1f\x8b\x08\x00" + rand[:64], ".pt", "gzip-looking bytes"),
         ("pickled_int_plain", "bad", pickle.dumps(7), ".pt", "pickle.dumps(7)"),
     ]

@@ -38,6 +38,12 @@ class FloatParams:
     weight: np.ndarray
     bias: np.ndarray
 
+    @classmethod
+    def random(cls, rng: np.random.Generator, *shape: int) -> FloatParams:
+        """Fan-in-scaled Gaussian weights of `shape` (output channels last) and a small bias: a
+        synthetic layer whose int8 activations neither vanish nor saturate."""
+        return cls(rng.standard_normal(shape) / np.sqrt(np.prod(shape[:-1])), rng.standard_normal(shape[-1]) * 0.1)
+
 
 @dataclass(frozen=True, eq=False)
 class QuantParams:
