@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import os
 
 import pytest
@@ -29,3 +31,15 @@ def zoo_graph(name: str):
 @pytest.fixture(scope="session")
 def graph_of():
     return zoo_graph
+
+
+@functools.cache
+def quick_bench(system: str) -> tuple[int, str]:
+    """(exit code, stdout) of ``dnninfer bench SYSTEM --quick --json``, run once per session: the
+    JSON contract test and a system's own checks of its quick figures read the same run."""
+    from dnninfer.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["bench", system, "--quick", "--json"])
+    return code, out.getvalue()

@@ -6,17 +6,16 @@ from pathlib import Path
 
 import pytest
 
+from conftest import quick_bench
 from dnninfer.bench import registry
-from dnninfer.cli import main
 
 registry.load_all()
 SRC = Path(__file__).parents[1] / "src" / "dnninfer"
 
 
 @pytest.mark.parametrize("system", sorted(registry.SYSTEMS))
-def test_bench_quick_json_contract(system, capsys):
-    code = main(["bench", system, "--quick", "--json"])
-    out, _ = capsys.readouterr()
+def test_bench_quick_json_contract(system):
+    code, out = quick_bench(system)
     assert code == 0
     obj = json.loads(out)  # exactly one object: json.loads rejects trailing data
     for key in registry.REQUIRED_KEYS:

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from dnninfer.cli import main
+from conftest import quick_bench
 from dnninfer.fuzz import Case, Result, run_case, run_surface, summarise
 from dnninfer.fuzz.classify import one_line_error
 from dnninfer.fuzz.drivers import cli_result, run_cli
@@ -30,9 +30,9 @@ def _raise():
 
 
 # -- the campaign ---------------------------------------------------------------------------------
-def test_quick_campaign_finds_no_crash_hang_accepted_bad_or_bad_error(capsys):
-    code = main(["bench", "fuzz", "--quick", "--json"])
-    obj = json.loads(capsys.readouterr().out)
+def test_quick_campaign_finds_no_crash_hang_accepted_bad_or_bad_error():
+    code, out = quick_bench("fuzz")  # the same run as the bench contract test
+    obj = json.loads(out)
     assert code == 0 and obj["system"] == "fuzz" and obj["quick"] is True
     ours = obj["ours"]
     setup = [f"setup error {r['surface']}: {r['error']}" for r in obj["rows"] if r.get("row") == "setup_error"]
