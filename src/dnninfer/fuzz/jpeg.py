@@ -129,7 +129,8 @@ def _mutant(rng: random.Random, name: str, base: bytes) -> tuple[str, str, bytes
     """(kind, label, body, description) of one mutation of ``base``."""
     op = rng.choice(["flip_entropy", "flip_entropy", "flip_header", "truncate", "truncate", "truncate_headers",
                      "trailing_garbage", "bad_soi", "swap_marker", "drop_segment", "dims_huge", "dims_zero",
-                     "dims_over_limit", "dims_big_under_limit", "dims_wide_line", "components"])
+                     "dims_over_limit", "dims_big_under_limit", "dims_wide_line", "dims_sliver",
+                     "components"])
     scan = _sos_end(base)
     if op == "flip_entropy":
         body, note = flip_byte(rng, base, scan, len(base) - 2)
@@ -163,7 +164,7 @@ def _mutant(rng: random.Random, name: str, base: bytes) -> tuple[str, str, bytes
         return op, label, base[:off] + base[off + 2 + length:], f"{name}: segment {m:02x} at {off} removed"
     dims = {"dims_huge": (65535, 65535, "bad"), "dims_zero": (0, rng.choice([0, 64]), "bad"),
             "dims_over_limit": (7100, 7100, "bad"), "dims_big_under_limit": (7000, 7000, "bad"),
-            "dims_wide_line": (1, 600, "maybe")}  # 1 x 65000 makes the naive resize allocate ~17 GB: not run
+            "dims_wide_line": (1, 600, "bad"), "dims_sliver": (1, 65000, "bad")}  # over 64:1: 413 before decode
     if op in dims:
         h, w, label = dims[op]
         body = _set_dims(base, h, w)
