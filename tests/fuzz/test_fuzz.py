@@ -213,3 +213,14 @@ def test_unknown_surface_is_a_user_error():
 
     with pytest.raises(UserError, match="fuzz surface"):
         run_campaign(surfaces=["nope"])
+
+
+def test_cli_oracle_knows_stated_upper_bounds_and_huge_ints():
+    """The full run once counted '0෭𑁧𑋰𝟲୬' (Unicode digits, 71268 > 4096) as a valid --alignment."""
+    from dnninfer.fuzz.cliargs import Opt, label_value
+    from dnninfer.fuzz.configs import as_float
+
+    opt = Opt("--alignment", "int", 1, hi=4096)
+    assert label_value(opt, "4096") == "valid" and label_value(opt, "1") == "valid"
+    assert label_value(opt, "4097") == "bad" and label_value(opt, "0෭𑁧𑋰𝟲୬") == "bad" and label_value(opt, "0") == "bad"
+    assert as_float(10**400) == float("inf") and as_float(-(10**400)) == float("-inf") and as_float(1e308) == 1e308

@@ -22,6 +22,10 @@ from dnninfer.fuzz.drivers import run_cli
 
 __all__ = ["COMMANDS", "Command", "Opt", "cases", "label_value"]
 
+from dnninfer.argtypes import MAX_BATCH, MAX_SEED
+from dnninfer.fuzz.configs import as_float
+from dnninfer.ledger.cli import MAX_DEMO_BLOCKS, MAX_EXPECTED_HASHES
+
 SURFACE = "cli"
 HUGE = 1e15
 
@@ -40,6 +44,7 @@ class Opt:
     kind: str  # "int" | "float"
     lo: float | None = None
     lo_open: bool = False
+    hi: float | None = None  # stated upper bound (argtypes.bounded_int/float): above it is bad
     safe: tuple[float, float] = (-math.inf, math.inf)
     huge_runs: bool = True  # values >= HUGE fail fast (overflow/allocation) rather than run for long
     maybe_below: float | None = None  # in-domain values below this are ambiguous (seeds < 0, ...)
@@ -54,23 +59,27 @@ class Command:
     fresh_path: bool = False  # base ends with a path that must not exist yet (ledger demo)
 
 
+def _batch() -> Opt:
+    return Opt("--batch", "int", 1, hi=MAX_BATCH, safe=(1, 4096))
+
+
 def _seed(flag: str = "--seed") -> Opt:
-    return Opt(flag, "int", maybe_below=0)
+    return Opt(flag, "int", 0, hi=MAX_SEED)
 
 
 COMMANDS: tuple[Command, ...] = (
     Command("run", ("run", "digits_mlp", "--json"), (
-        Opt("--stages", "int", 1), Opt("--batch", "int", 1, safe=(1, 4096)), _seed(),
+        Opt("--stages", "int", 1), _batch(), _seed(),
         Opt("--bandwidth-mbps", "float", 0, lo_open=True, safe=(1.0, math.inf)))),
     Command("run-rtt", ("run", "digits_mlp", "--json", "--bandwidth-mbps", "1000"), (
         Opt("--rtt-ms", "float", 0, safe=(0, 50), huge_runs=False),)),
-    Command("inspect", ("inspect", "digits_mlp", "--json"), (Opt("--batch", "int", 1, safe=(1, 4096)), _seed())),
+    Command("inspect", ("inspect", "digits_mlp", "--json"), (_batch(), _seed())),
     Command("partition", ("partition", "digits_mlp", "--cluster", "edge3", "--host-estimate", "flops", "--json"), (
-        Opt("--bandwidth-mbps", "float", 0, lo_open=True), Opt("--batch", "int", 1, safe=(1, 4096)), _seed())),
+        Opt("--bandwidth-mbps", "float", 0, lo_open=True), _batch(), _seed())),
     Command("mcu-plan", ("mcu", "plan", "digits-cnn", "--json"), (
-        Opt("--alignment", "int", 1), Opt("--segment-bytes", "int", 1))),
+        Opt("--alignment", "int", 1, hi=4096), Opt("--segment-bytes", "int", 1, hi=1 << 30))),
     Command("mcu-plan-zoo", ("mcu", "plan", "digits_mlp", "--json"),
-            (Opt("--batch", "int", 1, safe=(1, 4096), maybe_above=1),)),
+            (Opt("--batch", "int", 1, hi=MAX_BATCH, safe=(1, 4096), maybe_above=1),)),
     Command("quant-train", ("quant", "train", "--method", "signed", "--epochs", "1", "--json"), (
         Opt("--epochs", "int", 1, safe=(1, 2), huge_runs=False), Opt("--width", "float", 0, lo_open=True,
                                                                      safe=(0.05, 4)),
@@ -80,13 +89,14 @@ COMMANDS: tuple[Command, ...] = (
         Opt("--slots", "int", 1, safe=(1, 200), huge_runs=False), Opt("--V", "float", 0, lo_open=True),
         Opt("--segments", "int", 1), _seed())),
     Command("schedule", ("schedule", "digits_mlp", "--repeats", "0", "--no-profile", "--json"), (
-        Opt("--max-streams", "int", 1), Opt("--batch", "int", 1, safe=(1, 4096)),
+        Opt("--max-streams", "int", 1), _batch(),
         Opt("--repeats", "int", 0, safe=(0, 3), huge_runs=False), Opt("--threads", "int", 1, safe=(1, 2),
                                                                          huge_runs=False), _seed())),
     Command("ledger-show", ("ledger", "show", "{ledger}", "--json"), (Opt("--last", "int", 0),)),
     Command("ledger-demo", ("ledger", "demo", "{fresh}", "--blocks", "2", "--expected-hashes", "64", "--json"), (
-        Opt("--blocks", "int", 0, safe=(0, 5), huge_runs=False),
-        Opt("--expected-hashes", "float", 1, safe=(1, 4096), huge_runs=False), _seed()), fresh_path=True),
+        Opt("--blocks", "int", 0, hi=MAX_DEMO_BLOCKS, safe=(0, 5), huge_runs=False),
+        Opt("--expected-hashes", "float", 1, hi=MAX_EXPECTED_HASHES, safe=(1, 4096), huge_runs=False), _seed()),
+            fresh_path=True),
 )
 
 
@@ -103,10 +113,12 @@ def label_value(opt: Opt, text: str) -> str | None:
     v = _parse(opt, text)
     if v is None:
         return "bad"
-    fv = float(v) if isinstance(v, float) or abs(v) < 1e308 else (math.inf if v > 0 else -math.inf)
+    fv = as_float(v)
     if math.isnan(fv) or (math.isinf(fv) and opt.kind == "float"):
         return "bad"
     if opt.lo is not None and (fv < opt.lo or (opt.lo_open and fv <= opt.lo)):
+        return "bad"
+    if opt.hi is not None and (fv > opt.hi or (isinstance(v, int) and v > opt.hi)):
         return "bad"
     lo, hi = opt.safe
     if abs(fv) >= HUGE:

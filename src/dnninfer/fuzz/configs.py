@@ -101,12 +101,12 @@ def slot_at(root: Any, path: tuple[Any, ...]) -> Slot | None:
     return slot
 
 
-def _as_float(v: int | float) -> float:
+def as_float(v: int | float) -> float:
     """`v` as a float; an int too large for one (10**400) becomes +-inf, as a parser would see it."""
     try:
         return float(v)
     except OverflowError:
-        return math.copysign(math.inf, v)
+        return math.inf if v > 0 else -math.inf
 
 
 def _number_label(slot: Slot, v: float) -> str:
@@ -160,7 +160,7 @@ def value_label(slot: Slot | None, v: Any) -> str:
             if math.isnan(v) or math.isinf(v) or not v.is_integer():
                 return "bad"
             return "bad" if _number_label(slot, v) == "bad" else "maybe"
-        return _number_label(slot, _as_float(v))
+        return _number_label(slot, as_float(v))
     return "maybe"
 
 
