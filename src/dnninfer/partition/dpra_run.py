@@ -204,17 +204,21 @@ class SlotExecutor:
             close()
 
 
-def run(model: str, *, slots: int, method: str = "dpra", cfg: DPRAConfig | None = None, segments: int = 6,
+def run(model: str | Any, *, slots: int, method: str = "dpra", cfg: DPRAConfig | None = None, segments: int = 6,
         ledger_path: str | Path | None = None, execute: bool = True, seed: int = 0,
         host: str = "measure") -> dict[str, Any]:
-    """Simulate `method` on a zoo model's workload; with `execute`, run every split and keep a ledger."""
+    """Simulate `method` on a model's workload; with `execute`, run every split and keep a ledger.
+
+    `model`: a zoo name, or a loaded user model (anything with ``.name``, ``.model``, ``.inputs``)."""
     from dnninfer import zoo
     from dnninfer.graph import capture
     from dnninfer.partition.costmodel import flops_estimate
     from dnninfer.partition.dpra import simulate
 
-    m = zoo.build_model(model, seed=seed)
-    inputs = zoo.example_inputs(model, seed=seed)
+    if isinstance(model, str):
+        m, inputs = zoo.build_model(model, seed=seed), zoo.example_inputs(model, seed=seed)
+    else:
+        model, m, inputs = model.name, model.model, tuple(model.inputs)
     graph = capture(m, inputs, name=model)
     if host == "measure":
         block_s = measured_block_seconds(graph)

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dnninfer.errors import expected
+from dnninfer.graph.swap import FilterFn, candidates, swap_modules
 from dnninfer.quant.calibrate import _batches, _eval_output_hook, calibrate_bn, check_finite
 
 __all__ = [
@@ -229,12 +230,13 @@ def _policy(name: str, value: str) -> str:
 
 def quantize(model: nn.Module, method: str, first_last: str = "fp32", *, first: str | None = None,
              last: str | None = None, signed_scale: ScaleSpec = "mean", calibrate: Any = None,
-             example_inputs: Any = None) -> nn.Module:
+             example_inputs: Any = None, filter_fn: FilterFn | None = None) -> nn.Module:
     """A deep copy of ``model`` with its Conv2d/Linear layers swapped for quantised ones.
 
     ``first_last`` is the policy for the first and last such layer (in ``named_modules`` order):
     ``"fp32"`` keeps them full precision (PLUM keeps the stem and the classifier FP), ``"quantize"``
-    quantises them too; ``first``/``last`` override it for one end. Every other layer is swapped for a
+    quantises them too; ``first``/``last`` override it for one end. ``filter_fn(module, fqn)``
+    restricts the candidates (first and last then mean among those accepted). Every other layer is swapped for a
     ``QuantConv2d``/``QuantLinear`` with ``method`` (also for ``fp32``, whose quantiser is the
     identity, so that all methods count the same weights). The copy trains like any nn.Module.
 
@@ -257,20 +259,16 @@ def quantize(model: nn.Module, method: str, first_last: str = "fp32", *, first: 
     signed_scale = check_signed_scale(signed_scale)
     calls = _batches(calibrate, "quantize calibrate") if calibrate is not None else None
     model = copy.deepcopy(model)
-    names = [n for n, m in model.named_modules() if type(m) in (nn.Conv2d, nn.Linear)]
+    names = candidates(model, (nn.Conv2d, nn.Linear), filter_fn)
     if not names:
-        raise expected("model", "at least one nn.Conv2d or nn.Linear layer", type(model).__name__)
+        what = "at least one nn.Conv2d or nn.Linear layer" + (" that filter_fn accepts" if filter_fn else "")
+        raise expected("model", what, type(model).__name__)
     keep = set()
     if policy_first == "fp32":
         keep.add(names[0])
     if policy_last == "fp32":
         keep.add(names[-1])
-    for name in names:
-        if name in keep:
-            continue
-        parent_name, _, attr = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, attr, _swap(getattr(parent, attr), method, signed_scale))
+    model = swap_modules(model, [n for n in names if n not in keep], lambda m: _swap(m, method, signed_scale))
     if calls is not None:
         calibrate_bn(model, calls)
         if example_inputs is None:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dnninfer.errors import UserError
+from dnninfer.graph.swap import FilterFn, candidates, swap_modules
 from dnninfer.rns.numerics import Numerics, emu_matmul
 
 __all__ = ["RNSConv2d", "RNSConv2dFunction", "RNSLinear", "RNSLinearFunction", "numerics_of", "rnsify",
@@ -173,28 +174,23 @@ def _convert(mod: nn.Module, num: Numerics) -> nn.Module:
     return new
 
 
-def rnsify(model: nn.Module, numerics: Numerics | None = None, *, inplace: bool = False, **opts: Any) -> nn.Module:
+def rnsify(model: nn.Module, numerics: Numerics | None = None, *, inplace: bool = False,
+           filter_fn: FilterFn | None = None, **opts: Any) -> nn.Module:
     """Return ``model`` with every ``nn.Linear`` / ``nn.Conv2d`` replaced by its RNS twin.
 
     All converted layers share one ``Numerics`` (one noise generator, one set of counters), built from
     ``opts`` (``mode``, ``moduli``, ``bits``, ``block``, ``sigma``, ``redundant``, ``adc_bits``,
     ``adc_range``, ``seed``) when ``numerics`` is not given. Parameters are shared with the original
-    layers (a deep copy is converted unless ``inplace``).
+    layers (a deep copy is converted unless ``inplace``). ``filter_fn(module, fqn)`` picks which
+    layers convert (default all); RNS layers already there are pointed at the new numerics.
     """
     num = numerics if numerics is not None else Numerics(**opts)
     if numerics is not None and opts:
         raise UserError(f"rnsify: give either a Numerics or options, not both (got {sorted(opts)})")
     if not inplace:
         model = copy.deepcopy(model)
-    root = _convert(model, num)
-    if root is not model:
-        return root
-    for child in list(model.modules()):
-        for cname, c in list(child.named_children()):
-            new = _convert(c, num)
-            if new is not c:
-                setattr(child, cname, new)
-    return model
+    names = candidates(model, (nn.Linear, nn.Conv2d, RNSLinear, RNSConv2d), filter_fn)
+    return swap_modules(model, names, lambda m: _convert(m, num))
 
 
 def numerics_of(model: nn.Module) -> Numerics | None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ipaddress
+import re
 import signal
 import socket
 import sys
 from typing import Any
 from urllib.parse import urlparse
 
+from dnninfer import argtypes as at
 from dnninfer.errors import UserError, expected
 
 __all__ = ["add_commands", "add_serve_arguments", "cmd_loadtest", "cmd_serve"]
@@ -18,7 +20,10 @@ __all__ = ["add_commands", "add_serve_arguments", "cmd_loadtest", "cmd_serve"]
 
 def add_serve_arguments(p: argparse.ArgumentParser, *, with_model: bool = True) -> None:
     if with_model:
-        p.add_argument("model", help="zoo image classifier, e.g. mobilenet_v2 or resnet18")
+        p.add_argument("model", help="zoo image classifier (mobilenet_v2, resnet18...) or a user's classifier: "
+                                     "path/model.py[:factory], model.onnx, model.pt2")
+        p.add_argument("--input-shape", type=at.input_shape, default=None,
+                       help="input shape of a user model file, e.g. 1,3,32,32 (crops are resized to it)")
     p.add_argument("--pipeline", choices=["naive", "optimized"], default="optimized",
                    help="naive: Pillow decode + model on the event loop, one at a time; optimized: DCT-scaled "
                         "decode in a worker pool + dynamic batching")
@@ -45,17 +50,31 @@ def add_serve_arguments(p: argparse.ArgumentParser, *, with_model: bool = True) 
     p.add_argument("--seed", type=int, default=0)
 
 
-def config_from_args(args: argparse.Namespace) -> Any:
+def user_classifier(spec: str, input_shape: Any = None) -> Any:
+    """(name, `UserClassifier`) for a MODEL that is not a zoo name, else (spec, None)."""
+    from dnninfer import zoo
+
+    if spec in zoo.names():
+        return spec, None
+    from dnninfer.serving.models import UserClassifier
+    from dnninfer.zoo import load_model
+
+    loaded = load_model(spec, input_shape=input_shape)
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", loaded.name)[:64] or "model"
+    return name, UserClassifier(loaded.model, loaded.inputs[0], name)
+
+
+def config_from_args(args: argparse.Namespace, name: str | None = None) -> Any:
     from dnninfer.serving.server import ServeConfig
 
     if args.max_body_mb <= 0:
         raise expected("--max-body-mb", "a positive number", args.max_body_mb)
-    return ServeConfig(model=args.model, pipeline=args.pipeline, max_batch=args.max_batch,
+    return ServeConfig(model=name or args.model, pipeline=args.pipeline, max_batch=args.max_batch,
                        max_delay_ms=args.max_delay_ms, max_queue=args.max_queue,
                        max_body_bytes=int(args.max_body_mb * 2**20), decode_workers=args.decode_workers,
                        threads=args.threads, channels_last=not args.no_channels_last, topk=args.topk,
                        seed=args.seed, broker=args.broker, redis_url=args.redis_url,
-                       read_timeout_s=args.read_timeout).validate()
+                       read_timeout_s=args.read_timeout)
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -77,8 +96,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
         args.redis_url = redis.url
         print(f"dnninfer: started redis-server at {redis.url}", file=sys.stderr)
     try:
-        cfg = config_from_args(args)
-        app = create_app(cfg)
+        name, classifier = user_classifier(args.model, getattr(args, "input_shape", None))
+        cfg = config_from_args(args, name).validate(user_model=classifier is not None)
+        app = create_app(cfg, classifier=classifier)
         sock = _listen(args.host, args.port)  # bind here: a busy port is a user error, not a uvicorn exit(1)
         print(f"dnninfer: serving {cfg.model} ({cfg.pipeline}) on http://{args.host}:{args.port} "
               f"POST /v1/models/{{{', '.join(app.state.service.models)}}}/infer", file=sys.stderr)

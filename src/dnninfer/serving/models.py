@@ -18,7 +18,39 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["Box", "ModelRunner", "TinyDetector", "build_detector", "decode_boxes", "topk_rows"]
+__all__ = ["Box", "ModelRunner", "TinyDetector", "UserClassifier", "build_detector", "decode_boxes", "topk_rows"]
+
+
+class UserClassifier(nn.Module):
+    """A user's classification module behind the serving pipelines, which produce normalised
+    3 x 224 x 224 crops: resized (bilinear) to the module's own input size and, for a one-channel
+    module, averaged to grey, so any image classifier can be served without retraining.
+
+    Built from one example input, which is run once here: a module whose output is not a
+    (batch, classes) tensor is refused before the server starts."""
+
+    def __init__(self, model: nn.Module, example: torch.Tensor, name: str = "model") -> None:
+        super().__init__()
+        from dnninfer.errors import UserError
+
+        if not (isinstance(example, torch.Tensor) and example.dim() == 4 and example.shape[1] in (1, 3)):
+            shape = tuple(example.shape) if isinstance(example, torch.Tensor) else type(example).__name__
+            raise UserError(f"serve {name}: expected an image classifier taking (N, 1|3, H, W) inputs, got {shape}")
+        self.model = model.eval()
+        self.channels, self.size = int(example.shape[1]), (int(example.shape[2]), int(example.shape[3]))
+        with torch.inference_mode():
+            out = self.model(example[:1])
+        if not (isinstance(out, torch.Tensor) and out.dim() == 2 and out.shape[0] == 1 and out.shape[1] >= 1):
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise UserError(f"serve {name}: expected (batch, classes) logits from the model, got {shape}")
+        self.classes = int(out.shape[1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels == 1:
+            x = x.mean(dim=1, keepdim=True)
+        if tuple(x.shape[-2:]) != self.size:
+            x = torch.nn.functional.interpolate(x, size=self.size, mode="bilinear", align_corners=False)
+        return self.model(x)
 
 
 class ModelRunner:

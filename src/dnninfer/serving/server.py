@@ -111,13 +111,20 @@ class ServeConfig:
     drain_timeout_s: float = 30.0
     read_timeout_s: float = 10.0  # request headers, and then the body, must arrive within this
 
-    def validate(self) -> ServeConfig:
+    def validate(self, *, user_model: bool = False) -> ServeConfig:
+        """Check every option; `user_model`: ``model`` names a module the caller brings (any
+        URL-safe name), not a zoo entry."""
         from dnninfer import zoo
 
-        spec = zoo.get(self.model)  # unknown name -> UserError listing the zoo
-        if spec.task != "image-classification":
-            raise expected("model", "an image-classification zoo model (e.g. mobilenet_v2, resnet18)",
-                           f"{self.model} ({spec.task})")
+        if user_model:
+            if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", self.model) or self.model in (DETECTOR, TWO_STAGE):
+                raise expected("model name", f"1-64 of A-Z a-z 0-9 _ . - (not {DETECTOR} or {TWO_STAGE})",
+                               self.model)
+        else:
+            spec = zoo.get(self.model)  # unknown name -> UserError listing the zoo
+            if spec.task != "image-classification":
+                raise expected("model", "an image-classification zoo model (e.g. mobilenet_v2, resnet18)",
+                               f"{self.model} ({spec.task})")
         if self.pipeline not in PIPELINES:
             raise expected("pipeline", " or ".join(PIPELINES), self.pipeline)
         kinds = self.brokers
@@ -194,8 +201,11 @@ class _Pending:
 class Service:
     """Models, pools, batchers, broker, counters and metrics of one server."""
 
-    def __init__(self, cfg: ServeConfig) -> None:
-        self.cfg = cfg.validate()
+    def __init__(self, cfg: ServeConfig, classifier: Any = None) -> None:
+        """`classifier`: a user's module (a `models.UserClassifier`) served as ``cfg.model``
+        instead of the zoo model of that name."""
+        self.cfg = cfg.validate(user_model=classifier is not None)
+        self.user_classifier = classifier
         self.models = [cfg.model, DETECTOR] + ([TWO_STAGE] if cfg.brokers else [])
         self.inflight = 0
         self.accepted = 0
@@ -256,7 +266,7 @@ class Service:
         self.decode_pool = ThreadPoolExecutor(cfg.decode_workers, thread_name_prefix="dnninfer-decode")
         cl = cfg.channels_last and not cfg.naive
         layout = "chw" if cfg.naive else "hwc"
-        classifier = zoo.build_model(cfg.model, seed=cfg.seed)
+        classifier = self.user_classifier or zoo.build_model(cfg.model, seed=cfg.seed)
         self.classifier = ModelRunner(classifier, layout=layout, channels_last=cl)
         self.crop_classifier = ModelRunner(classifier, layout="hwc", channels_last=cl)
         self.detector = ModelRunner(build_detector(cfg.seed), layout=layout, channels_last=cl)
@@ -701,9 +711,10 @@ class _Gate:
         await svc.gate(match.group(1), scope, exchange, self.app)
 
 
-def create_app(cfg: ServeConfig | None = None, service: Service | None = None) -> FastAPI:
-    """The FastAPI app; its lifespan starts and drains the ``Service``."""
-    service = service or Service(cfg or ServeConfig())
+def create_app(cfg: ServeConfig | None = None, service: Service | None = None, classifier: Any = None) -> FastAPI:
+    """The FastAPI app; its lifespan starts and drains the ``Service`` (serving `classifier`, a
+    `models.UserClassifier`, under ``cfg.model`` when given)."""
+    service = service or Service(cfg or ServeConfig(), classifier)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Any) -> Any:
