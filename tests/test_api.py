@@ -73,6 +73,9 @@ def test_partition_runs_equal_to_the_model_and_round_trips_through_json(user_mod
     assert not _close(plan.run(*inputs, sleep=False).output, _perturbed(model)(*inputs).detach())
     back = dnninfer.Partition.from_json(plan.to_json(), model, inputs, profile="flops")
     assert back.to_dict() == plan.to_dict()
+    slow = dnninfer.partition(model, inputs, "edge3", profile="flops", bandwidth_mbps=1, strategy="all-offload")
+    again = dnninfer.Partition.from_json(slow.to_json(), model, inputs, profile="flops")
+    assert again.to_dict() == slow.to_dict() and again.latency_ms == slow.latency_ms  # the 1 Mbit/s link too
     assert _close(back.run(*inputs, sleep=False).output, ref)
 
 
@@ -276,3 +279,13 @@ def test_the_readme_check_fails_on_a_broken_block(tmp_path):
     (tmp_path / "broken.py").write_text(code)
     r = subprocess.run([sys.executable, "broken.py"], cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode != 0 and "no_such_verb" in r.stderr
+
+
+def test_dnninfer_serve_takes_a_user_model_file():
+    from dnninfer.serving.cli import user_classifier
+    from dnninfer.serving.models import UserClassifier
+
+    name, clf = user_classifier(MCU_CNN)
+    assert name == "user_mcu_cnn" and isinstance(clf, UserClassifier) and clf.classes == 10
+    assert clf(torch.zeros(2, 3, 224, 224)).shape == (2, 10)  # crops resized to the model's 32x32
+    assert user_classifier("resnet18") == ("resnet18", None)  # zoo names are served as before

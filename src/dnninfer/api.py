@@ -119,6 +119,7 @@ class Partition:
     plan: Any  # dnninfer.partition.plan.Plan
     cost_model: Any = field(repr=False)  # dnninfer.partition.costmodel.CostModel
     model: Model = field(repr=False)
+    bandwidth_mbps: float | None = None  # the link override it was planned under, if any
 
     @property
     def strategy(self) -> str:
@@ -172,7 +173,7 @@ class Partition:
     def to_dict(self) -> dict[str, Any]:
         """Everything needed to rebuild the plan on the same model and cluster, plus its scores."""
         p = self.plan
-        return {"format": PLAN_FORMAT, **p.to_dict(),
+        return {"format": PLAN_FORMAT, **p.to_dict(), "bandwidth_mbps": self.bandwidth_mbps,
                 "parts": [{"role": q.role, "nodes": list(q.nodes), "shares": list(q.shares),
                            "targets": [{"node": t.node, "pu": t.pu, "lanes": t.lanes} for t in q.targets]}
                           for q in p.parts]}
@@ -183,8 +184,9 @@ class Partition:
     @classmethod
     def from_json(cls, text: str | dict[str, Any], model: ModelLike, inputs: Sequence[Any] | None = None,
                   cluster: Any = None, *, profile: str = "measure") -> Partition:
-        """Rebuild a saved plan on `model` and `cluster` (the cluster named in the file by default)
-        and score it again on this cost model; a plan whose nodes the model lacks is refused."""
+        """Rebuild a saved plan on `model` and `cluster` (the cluster, source node and bandwidth
+        override of the file by default) and score it again on this cost model; a plan whose nodes
+        the model lacks is refused."""
         from dnninfer.partition.costmodel import Target
         from dnninfer.partition.plan import Part, evaluate
 
@@ -192,7 +194,8 @@ class Partition:
         if d.get("format") != PLAN_FORMAT:
             raise UserError(f"plan: expected format {PLAN_FORMAT!r}, got {d.get('format')!r}")
         m = _resolve(model, inputs)
-        cm = _cost_model(m, cluster if cluster is not None else d["cluster"], profile)
+        bw = d.get("bandwidth_mbps")
+        cm = _cost_model(m, cluster if cluster is not None else d["cluster"], profile, bw, d.get("source"))
         known = {n.name for n in cm.graph.compute_nodes()}
         parts = []
         for q in d["parts"]:
@@ -207,10 +210,11 @@ class Partition:
         except ValueError as e:
             raise UserError(f"plan: {e}") from None
         p.model, p.cluster = d.get("model", m.name), cm.cluster.name
-        return cls(p, cm, m)
+        return cls(p, cm, m, bw)
 
 
-def _cost_model(m: Model, cluster: Any, profile: str, bandwidth_mbps: float | None = None) -> Any:
+def _cost_model(m: Model, cluster: Any, profile: str, bandwidth_mbps: float | None = None,
+                source: str | None = None) -> Any:
     from dnninfer.cost import Cluster, load_cluster
     from dnninfer.graph import capture as _capture
     from dnninfer.partition.costmodel import CostModel
@@ -220,30 +224,31 @@ def _cost_model(m: Model, cluster: Any, profile: str, bandwidth_mbps: float | No
     if bandwidth_mbps is not None:
         c = with_bandwidth(c, bandwidth_mbps)
     g = _capture(m.model, m.inputs, name=m.name)
-    return CostModel.build(g, c, host=profile)
+    return CostModel.build(g, c, host=profile, source=source)
 
 
 def partition(model: ModelLike, inputs: Sequence[Any] | torch.Tensor | None, cluster: Any, *,
               strategy: str = "hidp", objective: str = "latency", profile: str = "measure",
-              bandwidth_mbps: float | None = None) -> Partition:
+              bandwidth_mbps: float | None = None, source: str | None = None) -> Partition:
     """Split `model` over `cluster` (a `Cluster`, a shipped name like ``"edge3"``, or a YAML path).
 
     `strategy`: ``hidp`` or a baseline (see `dnninfer partition --help`); `objective`: latency,
     energy or throughput; `profile`: ``"measure"`` times every node here once (cached),
-    ``"flops"`` estimates from FLOPs (fast, no measurement).
+    ``"flops"`` estimates from FLOPs (fast, no measurement); `bandwidth_mbps` overrides every
+    link; `source`: the node where inputs arrive (default the cluster's first).
     """
     from dnninfer.partition.strategies import plan as _plan
 
     m = _resolve(model, inputs)
-    cm = _cost_model(m, cluster, profile, bandwidth_mbps)
+    cm = _cost_model(m, cluster, profile, bandwidth_mbps, source)
     p = _plan(cm, strategy, objective)
     p.model, p.cluster = m.name, cm.cluster.name
-    return Partition(p, cm, m)
+    return Partition(p, cm, m, bandwidth_mbps)
 
 
 def compare_partitions(model: ModelLike, inputs: Sequence[Any] | torch.Tensor | None, cluster: Any, *,
                        objective: str = "latency", profile: str = "measure",
-                       bandwidth_mbps: float | None = None,
+                       bandwidth_mbps: float | None = None, source: str | None = None,
                        strategies: Sequence[str] | None = None) -> list[Partition]:
     """Every strategy's plan on one cost model, best first by `objective` (a strategy that finds
     no feasible plan is left out)."""
@@ -251,7 +256,7 @@ def compare_partitions(model: ModelLike, inputs: Sequence[Any] | torch.Tensor | 
     from dnninfer.partition.strategies import plan as _plan
 
     m = _resolve(model, inputs)
-    cm = _cost_model(m, cluster, profile, bandwidth_mbps)
+    cm = _cost_model(m, cluster, profile, bandwidth_mbps, source)
     out = []
     for name in strategies or list(STRATEGIES):
         try:
@@ -259,7 +264,7 @@ def compare_partitions(model: ModelLike, inputs: Sequence[Any] | torch.Tensor | 
         except UserError:
             continue
         p.model, p.cluster = m.name, cm.cluster.name
-        out.append(Partition(p, cm, m))
+        out.append(Partition(p, cm, m, bandwidth_mbps))
     if not out:
         raise UserError("no strategy found a feasible plan")
     return sorted(out, key=lambda q: q.plan.score(objective))
