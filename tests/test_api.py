@@ -289,3 +289,49 @@ def test_dnninfer_serve_takes_a_user_model_file():
     assert name == "user_mcu_cnn" and isinstance(clf, UserClassifier) and clf.classes == 10
     assert clf(torch.zeros(2, 3, 224, 224)).shape == (2, 10)  # crops resized to the model's 32x32
     assert user_classifier("resnet18") == ("resnet18", None)  # zoo names are served as before
+
+
+# -- the same verbs on ONNX files (imported to torch ops, no ONNX at run time) ---------------------
+@pytest.fixture(scope="module")
+def onnx_files(tmp_path_factory):
+    import user_mcu_cnn
+
+    folder = tmp_path_factory.mktemp("onnx")
+    made = {}
+    for name, (model, inputs) in {"unet": unet(), "three_branch": three_branch(),
+                                  "mcu_cnn": (user_mcu_cnn.model(), user_mcu_cnn.example_inputs())}.items():
+        path = folder / f"{name}.onnx"
+        torch.onnx.export(model, inputs, str(path), dynamo=False, opset_version=17)
+        with torch.no_grad():
+            made[name] = (path, model, inputs, model(*inputs))
+    return made
+
+
+@pytest.mark.parametrize("name", ["unet", "three_branch"])
+def test_every_graph_verb_on_an_onnx_file_equals_the_original_model(onnx_files, name):
+    path, _, inputs, ref = onnx_files[name]
+    m = dnninfer.load(path)
+    assert m.name == name and not any("onnx" in str(n.target) for n in m.model.graph.nodes)
+    with torch.no_grad():
+        assert _close(dnninfer.capture(m)(*inputs), ref)
+        assert _close(dnninfer.partition(m, inputs, "edge3", profile="flops").run(*inputs, sleep=False).output, ref)
+        sched = dnninfer.schedule(m, inputs, profile=False)
+        assert _close(sched.run(*inputs), ref)
+        sched.close()
+        assert _close(dnninfer.rnsify(m.model, dnninfer.RNSConfig(mode="fp32"))(*inputs), ref)
+        q = dnninfer.quantize(m.model, dnninfer.SignedBinaryConfig())
+        assert _close(q(*inputs), _with_quantized_weights(m.model, q)(*inputs))
+        assert not _close(q(*inputs), ref, 1e-3)
+
+
+def test_plan_memory_and_serve_on_onnx_files(onnx_files):
+    from dnninfer.serving.cli import user_classifier
+
+    path, _, inputs, ref = onnx_files["mcu_cnn"]
+    mp = dnninfer.plan_memory(str(path))
+    assert float((mp.run(inputs[0]) - ref).abs().max() / ref.abs().max()) < 0.05
+    assert mp.peak_bytes == dnninfer.plan_memory(MCU_CNN).peak_bytes  # same plan as the torch model
+    name, clf = user_classifier(str(path))
+    assert name == "mcu_cnn" and clf.classes == 10
+    with pytest.raises(UserError, match="ConvTranspose2d"):
+        dnninfer.plan_memory(str(onnx_files["unet"][0]))

@@ -93,9 +93,11 @@ def test_module_checkpoint_negative_control(capsys, tmp_path):
 
     path = tmp_path / "m.pt"
     torch.save(torch.nn.Linear(3, 2), path)
-    code, out, err = run_cli(capsys, "inspect", str(path), "--input-shape", "1,3", "--json")
+    code, out, err = run_cli(capsys, "inspect", str(path), "--input-shape", "1,3", "--json", "--trust-pickle")
     assert code == 0, err
     assert json.loads(out)["summary"]["params"] == 8
+    code, _, err = run_cli(capsys, "inspect", str(path), "--input-shape", "1,3", "--json")
+    assert code == 2 and "--trust-pickle" in err and err.count("\n") == 1  # refused by default, one line
 
 
 # -- item 7: numeric options are checked at parse time ----------------------------------------------

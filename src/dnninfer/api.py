@@ -74,12 +74,16 @@ ModelLike = nn.Module | Model | str | Path
 
 
 def load(spec: str | Path, input_shape: str | Sequence[int] | None = None, *, batch: int = 1,
-         seed: int = 0) -> Model:
-    """A zoo name, ``path/model.py[:factory]`` or a model file -> module, example inputs and name.
+         seed: int = 0, weights: str | Path | None = None, trust_pickle: bool = False) -> Model:
+    """A zoo name, ``path/model.py[:factory]``, an ``.onnx`` file (imported to torch ops: no ONNX
+    at run time) or a torch.export ``.pt2`` -> module, example inputs and name. `weights`: a
+    state_dict for the zoo model or factory, read without running code. Pickled whole-module
+    ``.pt`` files run code when loaded, so they need ``trust_pickle=True``.
 
     A user mistake (unknown name, missing file, a factory that raises) is one `UserError` line.
     """
-    return load_model(str(spec), input_shape=input_shape, batch=batch, seed=seed)
+    return load_model(str(spec), input_shape=input_shape, batch=batch, seed=seed, weights=weights,
+                      trust_pickle=trust_pickle)
 
 
 def _resolve(model: ModelLike, inputs: Sequence[Any] | torch.Tensor | None) -> Model:

@@ -39,20 +39,48 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="zoo name (see `dnninfer models`), path/model.py[:factory] or a pickled .pt module")
+    p.add_argument("model", help="zoo name (see `dnninfer models`), path/model.py[:factory], a torch.export .pt2, "
+                                 "an .onnx file, or (with --trust-pickle) a pickled .pt module")
     p.add_argument("--input-shape", type=at.input_shape,
                    help="input shape for a user model file, e.g. 1,3,224,224")
     p.add_argument("--batch", type=at.batch, default=1,
-                   help=f"batch size of the example input (zoo models), 1..{at.MAX_BATCH}")
+                   help=f"batch size of the example input (zoo models; a .pt2 with a dynamic first dim), "
+                        f"1..{at.MAX_BATCH}")
     p.add_argument("--seed", type=at.seed, default=0)
+    p.add_argument("--weights", metavar="FILE", default=None,
+                   help="state_dict for a zoo model or model.py factory (torch.save(model.state_dict(), FILE)); "
+                        "read without running code")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="load a pickled whole-module .pt: unpickling runs any code the file holds, so only for "
+                        "files you trust (prefer a .pt2 from torch.export.save)")
+    p.add_argument("--flops-rules", metavar="FILE", default=None,
+                   help="FLOPs rules for ops the built-in table lacks: .json/.yaml {op: k per output element | "
+                        "{per_out|per_in: k, kind: K}} or a .py defining RULES")
 
 
 def _load_graph(args: argparse.Namespace):
-    from dnninfer.graph import capture
-    from dnninfer.zoo import load_model
+    """Load MODEL and capture it with the user's FLOPs rules; the one-per-capture warning about
+    estimated ops becomes one ``dnninfer: warning:`` line on stderr."""
+    import warnings
 
-    loaded = load_model(args.model, input_shape=args.input_shape, batch=args.batch, seed=args.seed)
-    return loaded, capture(loaded.model, loaded.inputs, name=loaded.name)
+    from dnninfer.graph import capture
+    from dnninfer.graph.flops import UnknownOpWarning
+    from dnninfer.zoo import load_model
+    from dnninfer.zoo.load import load_flops_rules
+
+    rules_file = getattr(args, "flops_rules", None)
+    rules = load_flops_rules(rules_file) if rules_file else None  # a bad file fails before any work
+    loaded = load_model(args.model, input_shape=args.input_shape, batch=args.batch, seed=args.seed,
+                        weights=getattr(args, "weights", None), trust_pickle=getattr(args, "trust_pickle", False))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UnknownOpWarning)
+        graph = capture(loaded.model, loaded.inputs, name=loaded.name, flops_rules=rules)
+    for w in caught:
+        if issubclass(w.category, UnknownOpWarning):
+            print(f"dnninfer: warning: {one_line(str(w.message))}", file=sys.stderr)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    return loaded, graph
 
 
 def _emit(args: argparse.Namespace, obj: Any, title: str, rows: list[dict] | None = None,

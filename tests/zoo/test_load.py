@@ -104,10 +104,12 @@ def test_failed_import_leaves_no_half_module_behind(tmp_path):
 # -- pickled .pt files --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
-def test_saved_module_loads_negative_control(tmp_path, legacy):
+def test_saved_module_loads_only_when_trusted(tmp_path, legacy):
     path = tmp_path / "ok.pt"
     path.write_bytes(saved(nn.Linear(3, 2), legacy))
-    loaded = load_model(str(path), input_shape="2,3")
+    msg = _one_line_error(str(path), input_shape="2,3")
+    assert "refused" in msg and "torch.nn.modules.linear.Linear" in msg and "--trust-pickle" in msg
+    loaded = load_model(str(path), input_shape="2,3", trust_pickle=True)  # negative control
     assert isinstance(loaded.model, nn.Linear) and loaded.inputs[0].shape == (2, 3)
 
 
@@ -124,9 +126,9 @@ def _pt_cases() -> dict[str, tuple[bytes, list[str]]]:
         "empty": (b"", ["empty"]),
         "plain_pickle": (b"\x80\x04K\x03.", ["plain pickle"]),
         "truncated_zip": (zipped[: len(zipped) // 2], ["truncated"]),
-        "truncated_legacy": (legacy[: len(legacy) // 2], ["truncated"]),
+        "truncated_legacy": (legacy[: len(legacy) // 2], ["truncated"]),  # needs trust: see TRUSTED_ONLY
         "zip_without_pickle": (zip_of({"a.txt": b"hi"}), ["without data.pkl"]),
-        "state_dict": (saved(nn.Linear(3, 2).state_dict()), ["holds a state_dict", "model.py factory"]),
+        "state_dict": (saved(nn.Linear(3, 2).state_dict()), ["holds a state_dict", "model.py factory", "--weights"]),
         "checkpoint_dict": (saved({"epoch": 1, "model": {}}), ["holds a dict", "'epoch'", "nn.Module"]),
         "int": (saved(3), ["holds an int", "expected nn.Module"]),
         "tensor": (saved(torch.zeros(2)), ["holds a Tensor"]),
@@ -134,14 +136,19 @@ def _pt_cases() -> dict[str, tuple[bytes, list[str]]]:
 
 
 PT_CASES = _pt_cases()
+#: Bad in a way only the full unpickler sees: without trust the restricted one refuses the module first.
+TRUSTED_ONLY = {"truncated_legacy"}
 
 
+@pytest.mark.parametrize("trust", [False, True], ids=["default", "trusted"])
 @pytest.mark.parametrize("case", sorted(PT_CASES))
-def test_bad_checkpoint_is_one_clear_line(tmp_path, case):
+def test_bad_checkpoint_is_one_clear_line(tmp_path, case, trust):
     data, needles = PT_CASES[case]
     path = tmp_path / f"{case}.pt"
     path.write_bytes(data)
-    msg = _one_line_error(str(path), input_shape="1,3")
+    msg = _one_line_error(str(path), input_shape="1,3", trust_pickle=trust)
+    if case in TRUSTED_ONLY and not trust:
+        needles = ["refused", "--trust-pickle"]
     assert msg.startswith(f"model file {path}: ")
     msg = msg.removeprefix(f"model file {path}: ")  # needles must not match the file's own name
     assert not msg.rstrip().endswith(":"), "an empty reason (torch.load's bare 'MemoryError: ')"
@@ -161,6 +168,7 @@ def test_flipped_pickle_byte_in_zip_is_caught_by_crc(tmp_path):
     path = tmp_path / "flip.pt"
     path.write_bytes(bytes(data))
     assert "truncated or corrupt zip archive" in _one_line_error(str(path), input_shape="1,3")
+    assert "truncated or corrupt zip archive" in _one_line_error(str(path), input_shape="1,3", trust_pickle=True)
 
 
 def test_folder_named_pt_and_factory_on_pt(tmp_path):
@@ -168,6 +176,8 @@ def test_folder_named_pt_and_factory_on_pt(tmp_path):
     assert "not a regular file" in _one_line_error(str(tmp_path / "dir.pt"), input_shape="1")
     (tmp_path / "ok.pt").write_bytes(saved(nn.ReLU()))
     assert "only a .py file" in _one_line_error(str(tmp_path / "ok.pt") + ":make", input_shape="1")
+    (tmp_path / "ok.pt2").write_bytes(b"")
+    assert "only a .py file" in _one_line_error(str(tmp_path / "ok.pt2") + ":make", input_shape="1")
 
 
 def test_name_too_long_is_a_user_error(tmp_path):
@@ -177,12 +187,12 @@ def test_name_too_long_is_a_user_error(tmp_path):
 
 @settings(max_examples=30, deadline=None)
 @given(head=st.sampled_from([b"", b"\x80", b"\x80\x02", b"\x80\x02" + LEGACY_MAGIC + b".", b"PK\x03\x04"]),
-       tail=st.binary(max_size=300))
-def test_any_garbage_is_one_line_user_error(tmp_path_factory, head, tail):
-    path = tmp_path_factory.mktemp("g") / "g.pt"
+       tail=st.binary(max_size=300), trust=st.booleans(), suffix=st.sampled_from([".pt", ".pt2"]))
+def test_any_garbage_is_one_line_user_error(tmp_path_factory, head, tail, trust, suffix):
+    path = tmp_path_factory.mktemp("g") / f"g{suffix}"
     path.write_bytes(head + tail)
     try:
-        load_model(str(path), input_shape="1,3")
+        load_model(str(path), input_shape="1,3", trust_pickle=trust)
     except UserError as e:
         assert "\n" not in str(e) and str(e).startswith(f"model file {path}: ")
     # (a random tail that happens to unpickle to a module would be accepted: that is correct)
@@ -205,4 +215,4 @@ def test_shape_may_be_given_as_ints(tmp_path):
     assert parse_shape((1, 3, 8, 8)) == (1, 3, 8, 8)
     path = tmp_path / "ok.pt"
     path.write_bytes(saved(nn.Linear(3, 2)))
-    assert load_model(str(path), input_shape=(2, 3)).inputs[0].shape == (2, 3)
+    assert load_model(str(path), input_shape=(2, 3), trust_pickle=True).inputs[0].shape == (2, 3)

@@ -204,13 +204,16 @@ def cases(n: int, seed: int, work: Path) -> Iterator[Case]:
     made = 0
 
     def emit(kind: str, label: str, data: bytes, suffix: str, what: str, factory: str = "",
-             shape: str | None = SHAPE, path: Path | None = None) -> Case:
+             shape: str | None = SHAPE, path: Path | None = None, trust: bool = True) -> Case:
         nonlocal made
         made += 1
         target = path or folder / f"m{made}{suffix}"
         spec = f"{target}{factory}"
-        argv = ["inspect", spec, "--json"] + (["--input-shape", shape] if shape else [])
-        shown = f"dnninfer inspect <tmp>/{target.name}{factory}" + (f" --input-shape {shape}" if shape else "")
+        # pickles are refused unless trusted; trusting them is what exercises the guarded loader
+        flags = (["--input-shape", shape] if shape else []) + (["--trust-pickle"] if trust and suffix in (".pt", ".pth")
+                                                             else [])
+        argv = ["inspect", spec, "--json", *flags]
+        shown = f"dnninfer inspect <tmp>/{target.name}{factory} {' '.join(flags)}".rstrip()
 
         def run(target: Path = target, data: bytes = data, argv: list[str] = argv) -> Any:
             if path is None:
@@ -236,6 +239,8 @@ def cases(n: int, seed: int, work: Path) -> Iterator[Case]:
         lambda: emit("shape:x_separated", "valid", _base_files()[0], ".pt", "--input-shape 1x1x8x8",
                      shape="1x1x8x8"),
         lambda: emit("shape:none", "bad", _base_files()[0], ".pt", ".pt without --input-shape", shape=None),
+        lambda: emit("pickle:untrusted", "bad", _base_files()[0], ".pt", "a valid .pt without --trust-pickle",
+                     trust=False),
     ]
     for make in fixed:
         if made >= n:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import numbers
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -23,7 +24,7 @@ from torch.utils import _pytree as pytree
 
 from dnninfer.errors import UserError
 from dnninfer.graph.core import COMPUTE_OPS, Graph, NodeInfo
-from dnninfer.graph.flops import OpCall, Rule, find_rule, op_name
+from dnninfer.graph.flops import ESTIMATE, OpCall, Rule, UnknownOpWarning, find_rule, op_name
 from dnninfer.graph.inplace import META_WRITES, MutationHazard, functionalize
 
 META_KEY = "dnninfer"
@@ -129,6 +130,7 @@ class _Annotator(fx.Interpreter):
         self.model = model
         self.pos = {n: i for i, n in enumerate(gm.graph.nodes)}
         self.by_name = {n.name: n for n in gm.graph.nodes}
+        self.estimated: dict[str, int] = {}  # op target -> nodes counted with ESTIMATE
 
     def run_node(self, n: fx.Node) -> Any:
         args, kwargs = self.fetch_args_kwargs_from_env(n)
@@ -188,6 +190,7 @@ class _Annotator(fx.Interpreter):
         param_bytes += sum(
             _tensor_meta(self.env[a])[2] for a in n.all_input_nodes if a.op == "get_attr"
         )
+        estimated = False
         if n.op == "placeholder":
             kind, flops, target = "input", 0, str(n.target)
         elif n.op == "output":
@@ -198,17 +201,30 @@ class _Annotator(fx.Interpreter):
             target = type(module).__name__ if module is not None else op_name(n.op, n.target)
             rule = find_rule(n.op, n.target, module, self.rules)
             if rule is None:
-                raise UserError(
-                    f"node {n.name!r}: no FLOPs rule for op {target!r}; "
-                    f"pass flops_rules={{{target!r}: Rule(kind, fn)}} to capture()"
-                )
+                rule, estimated = ESTIMATE, True
+                self.estimated[target] = self.estimated.get(target, 0) + 1
             kind = rule.kind
-            flops = int(rule.flops(OpCall(module, args, kwargs, out)))
+            flops = self._flops(n, target, rule, OpCall(module, args, kwargs, out))
         return NodeInfo(
             name=n.name, op=n.op, target=target, kind=kind,
             inputs=tuple(a.name for a in n.all_input_nodes),
             shape=shape, dtype=dtype, out_bytes=out_bytes, param_bytes=param_bytes, flops=flops,
+            flops_estimated=estimated,
         )
+
+    def _flops(self, n: fx.Node, target: str, rule: Rule, call: OpCall) -> int:
+        """A user's rule that fails or returns nonsense is the user's error, in one line."""
+        if self.rules is None or not any(rule is r for r in self.rules.values()):
+            return int(rule.flops(call))  # the built-in table
+        try:
+            flops = rule.flops(call)
+        except Exception as e:  # user code: every failure of it is a user error
+            raise UserError(f"model {self.model}: node {n.name!r} ({target}): FLOPs rule raised "
+                            f"{_first_line(e)}") from None
+        if isinstance(flops, bool) or not isinstance(flops, numbers.Real) or not 0 <= flops < float("inf"):
+            raise UserError(f"model {self.model}: node {n.name!r} ({target}): FLOPs rule returned "
+                            f"{flops!r:.80}, expected a finite number >= 0")
+        return int(flops)
 
 
 def _candidates(
@@ -242,8 +258,9 @@ def capture(
     """Trace `model`, make it functional and annotate every node with shape, dtype, bytes,
     parameter bytes and FLOPs.
 
-    `flops_rules` maps a module type, function or op name to a `Rule(kind, flops_fn)` and takes
-    precedence over the built-in table (graph/flops.py).
+    `flops_rules` maps a module type, function or name (op name or module class name) to a
+    `Rule(kind, flops_fn)` and takes precedence over the built-in table (graph/flops.py). An op in
+    neither is counted with an estimate and named in one `UnknownOpWarning`, not an error.
     """
     if not isinstance(model, nn.Module):
         raise UserError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
@@ -288,8 +305,14 @@ def annotate(
         gm.eval()
     functionalize(gm)
     fresh = [x.clone() if isinstance(x, torch.Tensor) else x for x in example_inputs]
+    annotator = _Annotator(gm, flops_rules, name)
     with torch.no_grad():
-        _Annotator(gm, flops_rules, name).run(*fresh)
+        annotator.run(*fresh)
+    if annotator.estimated:
+        ops = ", ".join(f"{t} ({c} node{'s' if c > 1 else ''})" for t, c in annotator.estimated.items())
+        warnings.warn(f"model {name}: no FLOPs rule for {ops}; estimated at 1 FLOP per output element "
+                      "(pass flops_rules= to capture() or --flops-rules FILE for exact counts)",
+                      UnknownOpWarning, stacklevel=2)
     nodes = {n.name: n.meta[META_KEY] for n in gm.graph.nodes}
     if param_count is None:
         param_count = sum(p.numel() for p in gm.parameters())

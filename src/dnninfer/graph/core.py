@@ -28,6 +28,7 @@ class NodeInfo:
     out_bytes: int  # bytes of every tensor the node outputs
     param_bytes: int  # parameters + buffers the node reads (weights that must live with it)
     flops: int  # 2 x MACs for conv/linear/matmul; see graph/flops.py
+    flops_estimated: bool = False  # no FLOPs rule for this op: `flops` is graph/flops.py's ESTIMATE
 
     @property
     def is_compute(self) -> bool:

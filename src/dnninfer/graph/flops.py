@@ -3,8 +3,16 @@
 Convention: FLOPs = 2 x multiply-accumulates for conv, linear and matmul (the count used by
 Neurosurgeon, HiDP and most papers that quote GFLOPs); one FLOP per output element for
 element-wise ops; data movement (cat, view, getitem) is 0 FLOPs but still has output bytes.
-An op missing from the table is an error naming the op and node, never a silent zero; callers
-extend it with ``flops_rules=``.
+
+An op missing from the table must not make a model unusable, nor count as a silent zero: capture
+gives it `ESTIMATE`, one FLOP per output element. That is what an element-wise op costs: it never
+fails (every node has an output size), is never zero (a zero would hide the op's work from FLOP-
+balanced partitioners), and does not pretend to know the op's arithmetic; it can under-count a
+heavy op, which is why capture marks such a node ``flops_estimated`` and emits one
+`UnknownOpWarning` per capture naming every estimated op.
+Callers replace estimates (or any table entry) with ``flops_rules=``: keys are a module type, a
+function, or a name (an op name such as ``pixel_shuffle`` or a module class name such as
+``PixelShuffle``, i.e. a node's ``target`` as `dnninfer inspect` shows it).
 """
 
 from __future__ import annotations
@@ -39,6 +47,10 @@ class Rule:
     flops: FlopsFn
 
 
+class UnknownOpWarning(UserWarning):
+    """Some ops had no FLOPs rule and were counted with `ESTIMATE` (one warning per capture)."""
+
+
 def numel(x: Any) -> int:
     """Total elements of a tensor or of every tensor in a (nested) tuple/list."""
     if isinstance(x, torch.Tensor):
@@ -59,16 +71,26 @@ def _zero(_: OpCall) -> int:
     return 0
 
 
-def _per_out(k: int) -> FlopsFn:
-    return lambda c: k * numel(c.out)
+def _per_out(k: float) -> FlopsFn:
+    return lambda c: int(k * numel(c.out))
 
 
-def _per_in(k: int) -> FlopsFn:
+def _per_in(k: float) -> FlopsFn:
     def f(c: OpCall) -> int:
         x = _first_tensor(c.args)
-        return k * (x.numel() if x is not None else 0)
+        return int(k * (x.numel() if x is not None else 0))
 
     return f
+
+
+def per_out(k: float, kind: str = "custom") -> Rule:
+    """A rule of `k` FLOPs per output element (what a ``--flops-rules`` YAML/JSON number means)."""
+    return Rule(kind, _per_out(k))
+
+
+def per_in(k: float, kind: str = "custom") -> Rule:
+    """A rule of `k` FLOPs per element of the first tensor input (reductions, pools)."""
+    return Rule(kind, _per_in(k))
 
 
 def conv_flops(out: torch.Tensor, weight: torch.Tensor) -> int:
@@ -248,6 +270,9 @@ NAME_RULES.update({
     "interpolate": Rule("resize", _per_out(1)), "upsample_nearest2d": Rule("resize", _per_out(1)),
     "upsample_bilinear2d": Rule("resize", _per_out(4)),
 })
+#: What an op missing from the table counts: one FLOP per output element (see the module docstring).
+ESTIMATE = Rule("unknown", _per_out(1))
+
 _FUNCTION_ALIASES: dict[Any, str] = {
     operator.add: "add", operator.iadd: "iadd", operator.sub: "sub", operator.mul: "mul",
     operator.imul: "imul", operator.truediv: "truediv", operator.floordiv: "floordiv",
@@ -287,10 +312,11 @@ def find_rule(
     module: nn.Module | None,
     extra: Mapping[Any, Rule] | None = None,
 ) -> Rule | None:
-    """The rule for a node: user overrides first (by module type, target or name), then the table."""
+    """The rule for a node: user overrides first (by module type or class name, target or op
+    name), then the table; None when neither has one (capture then uses `ESTIMATE`)."""
     extra = extra or {}
     if module is not None:
-        for key in (type(module), *type(module).__mro__):
+        for key in (*type(module).__mro__, type(module).__name__):  # a name matches the class itself only
             if key in extra:
                 return extra[key]
         for cls, rule in MODULE_RULES:

@@ -79,9 +79,9 @@ def load_ir(args: argparse.Namespace, *, int8: bool) -> tuple[Any, Any, str]:
                             f"plan it, or run one of: {runnable}")
         ir = benchmark_ir(spec, seed=args.seed)
         return ir, (example_input(ir, seed=args.seed) if executable else None), desc
-    if spec not in zoo.names() and Path(spec.split(":")[0]).suffix not in (".py", ".pt", ".pth"):
+    if spec not in zoo.names() and Path(spec.split(":")[0]).suffix not in (".py", ".pt", ".pth", ".pt2", ".onnx"):
         raise UserError(f"mcu model: expected a memory benchmark ({', '.join(BENCHMARKS)}), a zoo name "
-                        f"({', '.join(zoo.names())}) or a .py/.pt file, got {spec!r}")
+                        f"({', '.join(zoo.names())}) or a .py/.pt2/.onnx/.pt file, got {spec!r}")
     from dnninfer.cli import _load_graph
 
     loaded, g = _load_graph(args)

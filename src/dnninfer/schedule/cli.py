@@ -18,7 +18,8 @@ def add_commands(sub: Any) -> None:
     from dnninfer.schedule.plan import ALGOS, ORDERS
 
     p = sub.add_parser("schedule", help="plan a model onto streams (Opara, Nimble, ...) and run the plan")
-    p.add_argument("model", help="zoo name, nasnet_cells, or path/model.py[:factory] / model.pt")
+    p.add_argument("model", help="zoo name, nasnet_cells, path/model.py[:factory], model.onnx, model.pt2 "
+                                 "(or, with --trust-pickle, a pickled model.pt)")
     p.add_argument("--algo", choices=ALGOS, default="opara", help="stream allocation (default opara)")
     p.add_argument("--order", choices=ORDERS, default="opara", help="launch order (default opara)")
     p.add_argument("--max-streams", type=at.positive_int, default=None,
@@ -28,6 +29,9 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--batch", type=at.batch, default=1)
     p.add_argument("--seed", type=at.seed, default=0)
     p.add_argument("--input-shape", type=at.input_shape, help="input shape for a user model file, e.g. 1,3,224,224")
+    p.add_argument("--weights", metavar="FILE", default=None, help="state_dict for a zoo model or model.py factory")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="load a pickled whole-module .pt (unpickling runs the file's code: trusted files only)")
     p.add_argument("--repeats", type=at.bounded_int(0, 10_000), default=5,
                    help="timed runs of eager and the plan (0: no timing)")
     p.add_argument("--no-profile", action="store_true", help="estimate operator costs instead of measuring them")
@@ -45,7 +49,8 @@ def _load(args: argparse.Namespace) -> tuple[str, Any, tuple[Any, ...]]:
     if args.model in models.EXTRA_MODELS:
         return (args.model, models.build(args.model, seed=args.seed),
                 models.example_inputs(args.model, batch=args.batch, seed=args.seed))
-    loaded = load_model(args.model, input_shape=args.input_shape, batch=args.batch, seed=args.seed)
+    loaded = load_model(args.model, input_shape=args.input_shape, batch=args.batch, seed=args.seed,
+                        weights=args.weights, trust_pickle=args.trust_pickle)
     return loaded.name, loaded.model, loaded.inputs
 
 

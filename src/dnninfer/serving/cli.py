@@ -22,8 +22,11 @@ def add_serve_arguments(p: argparse.ArgumentParser, *, with_model: bool = True) 
     if with_model:
         p.add_argument("model", help="zoo image classifier (mobilenet_v2, resnet18...) or a user's classifier: "
                                      "path/model.py[:factory], model.onnx, model.pt2")
-        p.add_argument("--input-shape", type=at.input_shape, default=None,
-                       help="input shape of a user model file, e.g. 1,3,32,32 (crops are resized to it)")
+    p.add_argument("--input-shape", type=at.input_shape, default=None,
+                   help="input shape of a user model file, e.g. 1,3,32,32 (crops are resized to it)")
+    p.add_argument("--weights", metavar="FILE", default=None, help="state_dict for a model.py factory")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="load a pickled whole-module .pt (unpickling runs the file's code: trusted files only)")
     p.add_argument("--pipeline", choices=["naive", "optimized"], default="optimized",
                    help="naive: Pillow decode + model on the event loop, one at a time; optimized: DCT-scaled "
                         "decode in a worker pool + dynamic batching")
@@ -50,7 +53,8 @@ def add_serve_arguments(p: argparse.ArgumentParser, *, with_model: bool = True) 
     p.add_argument("--seed", type=int, default=0)
 
 
-def user_classifier(spec: str, input_shape: Any = None) -> Any:
+def user_classifier(spec: str, input_shape: Any = None, weights: str | None = None,
+                    trust_pickle: bool = False) -> Any:
     """(name, `UserClassifier`) for a MODEL that is not a zoo name, else (spec, None)."""
     from dnninfer import zoo
 
@@ -59,7 +63,7 @@ def user_classifier(spec: str, input_shape: Any = None) -> Any:
     from dnninfer.serving.models import UserClassifier
     from dnninfer.zoo import load_model
 
-    loaded = load_model(spec, input_shape=input_shape)
+    loaded = load_model(spec, input_shape=input_shape, weights=weights, trust_pickle=trust_pickle)
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", loaded.name)[:64] or "model"
     return name, UserClassifier(loaded.model, loaded.inputs[0], name)
 
@@ -96,7 +100,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         args.redis_url = redis.url
         print(f"dnninfer: started redis-server at {redis.url}", file=sys.stderr)
     try:
-        name, classifier = user_classifier(args.model, getattr(args, "input_shape", None))
+        name, classifier = user_classifier(args.model, args.input_shape, args.weights, args.trust_pickle)
         cfg = config_from_args(args, name).validate(user_model=classifier is not None)
         app = create_app(cfg, classifier=classifier)
         sock = _listen(args.host, args.port)  # bind here: a busy port is a user error, not a uvicorn exit(1)
