@@ -315,6 +315,9 @@ def test_every_graph_verb_on_an_onnx_file_equals_the_original_model(onnx_files, 
     with torch.no_grad():
         assert _close(dnninfer.capture(m)(*inputs), ref)
         assert _close(dnninfer.partition(m, inputs, "edge3", profile="flops").run(*inputs, sleep=False).output, ref)
+        for p in dnninfer.compare_partitions(m, inputs, "edge3", profile="flops", bandwidth_mbps=5,
+                                             strategies=["hidp", "coedge", "neurosurgeon"]):
+            assert _close(p.run(*inputs, sleep=False).output, ref), p.strategy
         sched = dnninfer.schedule(m, inputs, profile=False)
         assert _close(sched.run(*inputs), ref)
         sched.close()
