@@ -35,11 +35,12 @@ def graph_of():
 
 @functools.cache
 def quick_bench(system: str) -> tuple[int, str]:
-    """(exit code, stdout) of ``dnninfer bench SYSTEM --quick --json``, run once per session: the
-    JSON contract test and a system's own checks of its quick figures read the same run."""
+    """(exit code, stdout) of ``dnninfer bench SYSTEM --smoke --json`` (the smallest run through
+    every code path), run once per session: the JSON contract test and a system's own checks of
+    its figures read the same run."""
     from dnninfer.cli import main
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        code = main(["bench", system, "--quick", "--json"])
+        code = main(["bench", system, "--smoke", "--json"])
     return code, out.getvalue()

@@ -228,7 +228,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     if args.out:
         _make_out_dir(Path(args.out), "--out")
     result = registry.run_system(args.system, registry.BenchArgs(quick=args.quick, seed=args.seed,
-                                                                 out=args.out, extra=extra))
+                                                                 out=args.out, extra=extra, smoke=args.smoke))
     if args.out:
         import json
 
@@ -247,7 +247,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
             print_table(f"{args.system}: rows", result["rows"], console=_stdout())
 
 
-_BENCH_KEYS = {"command", "func", "system", "quick", "json", "seed", "out"}
+_BENCH_KEYS = {"command", "func", "system", "quick", "smoke", "json", "seed", "out"}
 
 
 def _make_out_dir(path: Path, flag: str) -> None:
@@ -320,6 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, system in sorted(registry.SYSTEMS.items()):
         sp = systems.add_parser(name, help=system.description)
         sp.add_argument("--quick", action="store_true", help="small run, under a minute")
+        sp.add_argument("--smoke", action="store_true",
+                        help="smallest run through every code path (~20 s, what the tests run)")
         sp.add_argument("--json", action="store_true", help="print one JSON object on stdout")
         sp.add_argument("--seed", type=at.seed, default=0)
         sp.add_argument("--out", type=Path, default=None, help="also write <system>.json (and plots) here")

@@ -45,12 +45,20 @@ REQUIRED_KEYS: tuple[str, ...] = ("system", "quick", "paper", "ours", "rows", "e
 
 @dataclass
 class BenchArgs:
-    """What every bench gets: the shared flags plus ``extra`` for its own CLI options."""
+    """What every bench gets: the shared flags plus ``extra`` for its own CLI options.
+
+    ``smoke``: the smallest run that still goes through every code path of the bench and gives
+    every JSON key (at most ~20 s here); what the test suite's contract test runs. It implies
+    ``quick``; its figures are not meant to be read."""
 
     quick: bool = False
     seed: int = 0
     out: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    smoke: bool = False
+
+    def __post_init__(self) -> None:
+        self.quick = self.quick or self.smoke
 
     def get(self, key: str, default: Any = None) -> Any:
         """A system-specific option, or ``default`` when the caller did not set it."""
@@ -187,7 +195,8 @@ def validate_result(name: str, result: Any) -> None:
 def run_system(name: str, args: BenchArgs) -> dict[str, Any]:
     """Run one bench and return its result as validated, plain JSON data.
 
-    Fills ``system``, ``quick`` and ``env`` (``capture_env()``) when the bench left them out, and
+    Fills ``system``, ``quick`` and ``env`` (``capture_env()``) when the bench left them out (and
+    ``smoke: true`` on a smoke run), and
     records the bench's wall time in ``env["bench_wall_s"]``.
     """
     system = get_system(name)
@@ -199,6 +208,8 @@ def run_system(name: str, args: BenchArgs) -> dict[str, Any]:
     result = dict(raw)
     result.setdefault("system", name)
     result.setdefault("quick", args.quick)
+    if args.smoke:
+        result["smoke"] = True
     if "env" not in result:
         result["env"] = capture_env()
     if isinstance(result["env"], Mapping):
