@@ -48,7 +48,7 @@ def test_user_mistakes_are_one_line_errors_with_exit_2(capsys, argv, needle):
 
 
 def test_bench_reports_the_promised_keys(capsys, tmp_path):
-    code = main(["bench", "cbnet", "--quick", "--json", "--out", str(tmp_path), *TINY])
+    code = main(["bench", "cbnet", "--smoke", "--json", "--out", str(tmp_path), *TINY])
     out, _ = capsys.readouterr()
     assert code == 0
     obj = json.loads(out)

@@ -7,8 +7,10 @@ latency and energy (host, rpi4, jetson_nano; measure.device_costs). BranchyNet's
 and a controlled "hard fraction" sweep (perturbed test images) use MODELLED latency: the measured
 cost of leaving at exit 1 and of going to the end, mixed by the exit-1 share.
 
-``--quick``: digits, 1 seed, few epochs (< 60 s). Full: 3 seeds for accuracy (mean, std), longer
-training, 1000 batch-1 rounds. ``--dataset mnist --data-dir DIR`` runs on MNIST-family IDX files.
+``--quick``: digits, 1 seed, few epochs (< 60 s). ``--smoke``: every method, table and plot on 200
+training and 64 test images, 1 epoch, a few timing rounds (figures not meant to be read). Full:
+3 seeds for accuracy (mean, std), longer training, 1000 batch-1 rounds. ``--dataset mnist
+--data-dir DIR`` runs on MNIST-family IDX files.
 """
 
 from __future__ import annotations
@@ -51,6 +53,9 @@ PAPER = {
 
 QUICK = {"epochs": 8, "ae_epochs": 20, "lr": 3e-3, "ae_lr": 3e-3, "batch": 32, "seeds": (0,),
          "b1_repeats": 200, "b1_warmup": 20, "b64_repeats": 20, "b64_warmup": 3}
+#: every method, row, sweep and plot of --quick on 200/64 digits images (64: one batch-64 slice).
+SMOKE = {"epochs": 1, "ae_epochs": 2, "lr": 3e-3, "ae_lr": 3e-3, "batch": 32, "seeds": (0,),
+         "b1_repeats": 5, "b1_warmup": 1, "b64_repeats": 3, "b64_warmup": 1, "train_limit": 200, "test_limit": 64}
 FULL = {"epochs": 40, "ae_epochs": 100, "lr": 1e-3, "ae_lr": 3e-3, "batch": 32, "seeds": (0, 1, 2),
         "b1_repeats": 1000, "b1_warmup": 50, "b64_repeats": 100, "b64_warmup": 5}
 DEVICES = ("host", "rpi4", "jetson_nano")
@@ -74,7 +79,8 @@ def _config(args: BenchArgs, cfg: dict[str, Any], seed: int) -> CBNetConfig:
     return CBNetConfig(dataset=args.get("dataset") or "digits", data_dir=args.get("data_dir"),
                        backbone=args.get("backbone") or "blenet", epochs=epochs, ae_epochs=ae_epochs, lr=cfg["lr"],
                        ae_lr=cfg["ae_lr"],
-                       batch=cfg["batch"], train_limit=args.get("train_limit"), test_limit=args.get("test_limit"),
+                       batch=cfg["batch"], train_limit=args.get("train_limit") or cfg.get("train_limit"),
+                       test_limit=args.get("test_limit") or cfg.get("test_limit"),
                        seed=seed)
 
 
@@ -84,7 +90,7 @@ def _config(args: BenchArgs, cfg: dict[str, Any], seed: int) -> CBNetConfig:
 def bench_cbnet(args: BenchArgs) -> dict[str, Any]:
     from dnninfer.cost import load_device
 
-    cfg = QUICK if args.quick else FULL
+    cfg = SMOKE if args.smoke else QUICK if args.quick else FULL
     seeds = [args.seed + s for s in cfg["seeds"]]
     devices = [load_device(d) for d in DEVICES]
     with torch.random.fork_rng():

@@ -45,6 +45,9 @@ METHODS = ("fp32", "binary", "ternary", "signed")
 KERNEL_CASES = ("fp32_blas", "dense_pm1", "binary_2pos", "ternary", "signed")
 QUICK: dict[str, Any] = {"widths": (0.5, 1.25), "seeds": 8, "epochs": 12, "kernel_width": 1.25,
                          "shapes": ((1, 1152, 128), (32, 576, 64)), "warmup": 3, "repeats": 15}
+#: --smoke: both widths (a matched pair), 2 paired seeds, every kernel on the trained layer + one synthetic shape.
+SMOKE: dict[str, Any] = {"widths": (0.5, 1.25), "seeds": 2, "epochs": 2, "kernel_width": 1.25,
+                         "shapes": ((1, 1152, 128),), "warmup": 1, "repeats": 3}
 FULL: dict[str, Any] = {"widths": (0.5, 0.75, 1.0, 1.5, 2.0, 3.0), "seeds": 10, "epochs": 60, "kernel_width": 3.0,
                         "shapes": ((1, 2304, 256), (1, 4608, 512), (64, 2304, 256), (196, 1152, 128)),
                         "warmup": 5, "repeats": 31}
@@ -67,7 +70,7 @@ def bench_signed_binary(args: BenchArgs) -> dict[str, Any]:
 
     from dnninfer.bench.harness import pinned_threads
 
-    cfg = dict(QUICK if args.quick else FULL)
+    cfg = dict(SMOKE if args.smoke else QUICK if args.quick else FULL)
     cfg["widths"] = tuple(args.get("widths") or cfg["widths"])
     cfg["seeds"] = args.get("seeds") or cfg["seeds"]
     cfg["epochs"] = args.get("epochs") or cfg["epochs"]

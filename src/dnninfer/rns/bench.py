@@ -36,6 +36,12 @@ QUICK: dict[str, Any] = {
     "noise_sigmas": (0.15, 0.2), "noise_epochs": 6, "redundant": (0, 2), "noise_seeds": 1, "exact_epochs": 2,
     "workloads": ("resnet18", "bert_encoder"),
 }
+#: --smoke: 1 epoch per mode, a small MNIST-1D subset, one sigma with and without redundancy.
+SMOKE: dict[str, Any] = {
+    "digits": {"epochs": 1}, "mnist1d": {"arch": "mlp", "epochs": 1, "limit": 300},
+    "noise_sigmas": (0.2,), "noise_epochs": 1, "redundant": (0, 2), "noise_seeds": 1, "exact_epochs": 1,
+    "workloads": ("resnet18", "bert_encoder"),
+}
 FULL: dict[str, Any] = {
     "digits": {"epochs": 30}, "mnist1d": {"arch": "cnn", "epochs": 30, "limit": None},
     "noise_sigmas": (0.1, 0.15, 0.2, 0.25, 0.3), "noise_epochs": 15, "redundant": (0, 2, 3), "noise_seeds": 2,
@@ -86,7 +92,7 @@ def bench_rns(args: BenchArgs) -> dict[str, Any]:
     from dnninfer.rns.photonic import compare, sensitivity, workload
     from dnninfer.rns.train import train
 
-    cfg = QUICK if args.quick else FULL
+    cfg = SMOKE if args.smoke else QUICK if args.quick else FULL
     seed = args.seed
     rows: list[dict[str, Any]] = []
     curves: dict[str, list[float]] = {}
