@@ -1,8 +1,9 @@
 """`dnninfer bench fuzz`: the fuzz campaign over every input surface (docs/fuzz.md).
 
 No paper behind it: the figure of merit is 0 crashes / 0 hangs / 0 bad inputs accepted / 0
-malformed error lines. ``--quick`` runs ~290 cases (~30 s), the full run >= 5000 with a progress
-bar on stderr. Results are deterministic for a given ``--seed`` (timings aside).
+malformed error lines. ``--quick`` runs ~290 cases (~30 s), ``--smoke`` ~100 (every surface, bad
+and valid inputs on each; what the test suite runs), the full run >= 5000 with a progress bar on
+stderr. Results are deterministic for a given ``--seed`` (timings aside).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def bench_fuzz(args: BenchArgs) -> dict[str, Any]:
     import math
 
     from dnninfer.errors import expected
-    from dnninfer.fuzz.campaign import SURFACES, run_campaign
+    from dnninfer.fuzz.campaign import SMOKE_SIZES, SURFACES, run_campaign
 
     surfaces = [s.strip() for s in (args.get("surfaces") or ",".join(SURFACES)).split(",") if s.strip()]
     n = args.get("cases")
@@ -38,8 +39,11 @@ def bench_fuzz(args: BenchArgs) -> dict[str, Any]:
     limit = args.get("case_timeout")
     if limit is not None and not (math.isfinite(limit) and limit > 0):
         raise expected("--case-timeout", "a finite number of seconds > 0", limit)
-    res = run_campaign(seed=args.seed, quick=args.quick, surfaces=surfaces,
-                       sizes={s: n for s in surfaces} if n else None, limit_s=limit)
+    if n:
+        sizes = {s: n for s in surfaces}
+    else:
+        sizes = {s: SMOKE_SIZES[s] for s in surfaces if s in SMOKE_SIZES} if args.smoke else None
+    res = run_campaign(seed=args.seed, quick=args.quick, surfaces=surfaces, sizes=sizes, limit_s=limit)
     failures = res.pop("failures")
     summary_rows = [{"surface": s, "row": "summary", **{k: v for k, v in d.items() if k != "labels"},
                      **{f"label_{k}": v for k, v in d.get("labels", {}).items()}}

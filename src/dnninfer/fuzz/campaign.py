@@ -20,7 +20,7 @@ from typing import Any
 from dnninfer.fuzz.classify import FAILURES, OUTCOMES, Case, Verdict, crash_detail, run_case
 from dnninfer.fuzz.drivers import normalise
 
-__all__ = ["FULL_SIZES", "QUICK_SIZES", "SURFACES", "run_campaign", "run_surface", "summarise"]
+__all__ = ["FULL_SIZES", "QUICK_SIZES", "SMOKE_SIZES", "SURFACES", "run_campaign", "run_surface", "summarise"]
 
 SurfaceFn = Callable[[int, int, Path], Iterator[Case]]
 
@@ -36,6 +36,9 @@ SURFACES = ("yaml", "model", "jpeg", "ledger", "cli")
 #: Cases per surface. Quick fits in ~30 s on the 2-core box; full is >= 5000 cases in all.
 QUICK_SIZES = {"yaml": 60, "model": 50, "jpeg": 48, "ledger": 40, "cli": 90}
 FULL_SIZES = {"yaml": 1200, "model": 700, "jpeg": 1200, "ledger": 900, "cli": 1200}
+#: ``--smoke`` (the test suite's run): the fewest cases that still give every surface bad and valid
+#: inputs (yaml: its shipped files, 12, come first; jpeg: 12 valid bases per pipeline come first).
+SMOKE_SIZES = {"yaml": 20, "model": 12, "jpeg": 36, "ledger": 12, "cli": 24}
 #: Address-space headroom over the process's current size while cases run: an input that makes the
 #: code allocate without bound fails with MemoryError (a crash with a repro) instead of taking the
 #: shared box's memory. ``DNNINFER_FUZZ_MEM_GB`` overrides it.

@@ -45,6 +45,8 @@ QUICK = {"models": ("googlenet", "deepfm", "bert_encoder"), "batches": (1,), "re
          "profile_repeats": 2}
 FULL = {"models": ("googlenet", "inception_v3", "nasnet_cells", "deepfm", "bert_encoder"), "batches": (1, 8),
         "repeats": 20, "warmup": 3, "profile_repeats": 5}
+#: --smoke (the test suite's run): one small model through every CPU mode, 3 rounds, 1 profile repeat.
+SMOKE = {"models": ("deepfm",), "batches": (1,), "repeats": 3, "warmup": 1, "profile_repeats": 1}
 CPU_MODES = ("eager1", "eager2", "lanes_opara", "lanes_topo", "ort_sequential", "ort_parallel", "compile")
 
 
@@ -188,7 +190,7 @@ def bench_opara(args: BenchArgs) -> dict[str, Any]:
     from dnninfer.schedule import models
     from dnninfer.schedule.gpu_bench import gpu_case, gpu_unavailable_reason
 
-    cfg = dict(QUICK if args.quick else FULL)
+    cfg = dict(SMOKE if args.smoke else QUICK if args.quick else FULL)
     if args.get("repeats"):
         cfg["repeats"] = args.get("repeats")
     names = args.get("models") or cfg["models"]

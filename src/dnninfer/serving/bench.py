@@ -51,6 +51,9 @@ QUICK = {"lowload": 4, "peak_s": 1.5, "peak_requests": 60, "rounds": 1, "broker_
          "images": 1, "model_repeats": 3, "concurrency": 8}
 FULL = {"lowload": 30, "peak_s": 6.0, "peak_requests": 3000, "rounds": 4, "broker_requests": 40, "micro": 2000,
         "images": 3, "model_repeats": 8, "concurrency": 8, "open_loop_s": 8.0, "open_loop_load": 0.6}
+#: --smoke (the test suite's run): the small images only, one short round of every phase, both brokers.
+SMOKE = {"lowload": 2, "peak_s": 0.5, "peak_requests": 16, "rounds": 1, "broker_requests": 2, "micro": 20,
+         "images": 1, "model_repeats": 2, "concurrency": 8, "sizes": ("small",)}
 SHARE_STAGES = (*STAGES, "http")
 
 
@@ -153,9 +156,10 @@ def bench_serving(args: BenchArgs) -> dict[str, Any]:
     from dnninfer.serving.redis_server import RedisServer, redis_missing_reason
     from dnninfer.serving.runner import ServerProcess
 
-    cfg = dict(QUICK if args.quick else FULL)
+    cfg = dict(SMOKE if args.smoke else QUICK if args.quick else FULL)
     model = args.get("model") or "mobilenet_v2"
-    sizes = tuple(args.get("sizes") or SIZES)
+    default_sizes = cfg.pop("sizes", SIZES)
+    sizes = tuple(args.get("sizes") or default_sizes)
     max_batch = int(args.get("max_batch") or 4)
     max_delay = float(args.get("max_delay_ms") if args.get("max_delay_ms") is not None else 5.0)
     conc = int(args.get("concurrency") or cfg["concurrency"])

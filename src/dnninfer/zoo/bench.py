@@ -34,6 +34,8 @@ EXPORTERS = {"legacy": {"dynamo": False, "opset_version": 17}, "dynamo": {"dynam
 MAC_KINDS = ("conv", "linear", "matmul")
 TOL = 1e-4  # atol = rtol, as tests/zoo/test_onnx_import.py
 QUICK = {"models": ("digits_cnn", "lenet_digits", "resnet18"), "exporters": ("legacy",), "image": {"resnet18": 32}}
+#: --smoke (the test suite's run): one small CNN (conv and linear nodes) through every stage, less timing.
+SMOKE = {"models": ("lenet_digits",), "exporters": ("legacy",), "image": {}, "round_budget_s": 0.1}
 #: Image side per CNN: small where the model allows it (every zoo CNN ends in an adaptive pool);
 #: alexnet and vgg16 stay at 224, the smallest side whose last feature map the legacy exporter's
 #: adaptive_avg_pool2d accepts (6x6 and 7x7 must divide it). inception_v3 needs >= 75.
@@ -162,7 +164,8 @@ def _case(name: str, exporter: str, model: torch.nn.Module, inputs: tuple[torch.
         for fn in cases.values():  # one untimed round: sizes the repeats, warms the caches
             fn()
         one_round = time.perf_counter() - start
-        repeats = int(min(REPEATS[1], max(REPEATS[0], ROUND_BUDGET_S[args.quick] / one_round)))
+        budget = SMOKE["round_budget_s"] if args.smoke else ROUND_BUDGET_S[args.quick]
+        repeats = int(min(REPEATS[1], max(REPEATS[0], budget / one_round)))
         t = compare(cases, warmup=1, repeats=repeats, seed=args.seed, description=f"{name} {exporter}")
         row.update({"ort_ms": t["ort"].median * 1e3, "imported_ms": t["imported"].median * 1e3,
                     "eager_ms": t["eager"].median * 1e3,
@@ -208,7 +211,9 @@ def bench_onnx(args: BenchArgs) -> dict[str, Any]:
     from dnninfer import zoo
     from dnninfer.graph import capture
 
-    if args.quick:
+    if args.smoke:
+        models, exporters, image = SMOKE["models"], SMOKE["exporters"], SMOKE["image"]
+    elif args.quick:
         models, exporters, image = QUICK["models"], QUICK["exporters"], QUICK["image"]
     else:
         models, exporters, image = tuple(zoo.names()), tuple(EXPORTERS), FULL_IMAGE
