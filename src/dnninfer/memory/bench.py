@@ -36,6 +36,9 @@ PLANNED = ("mbv2-1.0-224", "mbv2-0.35-144")
 EXECUTED = ("mbv2-0.35-48", "mbv2-0.5-64", "digits-cnn")
 PLANNERS = ("naive", "tflm", "tinyengine", "vmcu", "vmcu_fused")
 CPUS = ("cortex-m4", "cortex-m7")
+#: --smoke: every planner on every planned model and on one executed MobileNetV2 and the digits CNN; gcc and
+#: Cortex-M builds on the digits CNN only (the same code path as the quick run's MobileNetV2 builds)
+SMOKE = {"executed": ("mbv2-0.35-48", "digits-cnn"), "c_models": ("digits-cnn",), "arm_models": ("digits-cnn",)}
 ACCOUNTING = ("activation pool with the input image included (output too); kernel scratch (in-place depthwise "
               "plane, output-row tile, fused line buffer) in a separate column; alignment 1; KiB = 1024 B; "
               "weights and constants in flash, not counted; im2col not used")
@@ -92,7 +95,8 @@ def bench_vmcu(args: BenchArgs) -> dict[str, Any]:
     irs: dict[str, Any] = {}
     inputs: dict[str, np.ndarray] = {}
     timings: dict[str, float] = {}
-    models = PLANNED + EXECUTED
+    executed = SMOKE["executed"] if args.smoke else EXECUTED
+    models = PLANNED + executed
     with make_progress() as bar:
         task = bar.add_task("vmcu: plan + execute", total=len(models) * len(PLANNERS))
         for name in models:
@@ -134,7 +138,7 @@ def bench_vmcu(args: BenchArgs) -> dict[str, Any]:
     arm_rows: list[dict[str, Any]] = []
     c_note = arm_note = "skipped (--no-c)"
     if not args.get("no_c", False):
-        c_rows, c_note, arm_rows, arm_note = _c_checks(irs, plans, inputs, quick)
+        c_rows, c_note, arm_rows, arm_note = _c_checks(irs, plans, inputs, quick, smoke=args.smoke)
 
     def reduction(name: str, activations_only: bool = False) -> float:
         te = plans[name]["tinyengine"]
@@ -173,7 +177,7 @@ def bench_vmcu(args: BenchArgs) -> dict[str, Any]:
         "paper": PAPER, "ours": ours, "rows": rows, "single_layers": singles, "c_checks": c_rows, "arm": arm_rows,
         "per_layer": {m: {p: list(plans[m][p].live_per_layer) for p in PLANNERS} for m in PLANNED},
         "layer_names": {m: [layer.name for layer in irs[m].layers] for m in PLANNED},
-        "config": {"planned": list(PLANNED), "executed": list(EXECUTED), "planners": list(PLANNERS),
+        "config": {"planned": list(PLANNED), "executed": list(executed), "planners": list(PLANNERS),
                    "inputs_per_model": n_inputs, "seed": args.seed, "accounting": ACCOUNTING},
     }
     if args.out:
@@ -203,14 +207,17 @@ def _execute(ir: Any, p: Any, xs: list[np.ndarray], refs: list[np.ndarray]) -> d
 
 
 def _c_checks(irs: dict[str, Any], plans: dict[str, dict[str, Any]], inputs: dict[str, np.ndarray],
-              quick: bool) -> tuple[list[dict[str, Any]], str, list[dict[str, Any]], str]:
-    """gcc bit-exactness (quick: 2 models x tinyengine, vmcu_fused) and Cortex-M section sizes."""
+              quick: bool, *, smoke: bool = False) -> tuple[list[dict[str, Any]], str, list[dict[str, Any]], str]:
+    """gcc bit-exactness (quick: 2 models x tinyengine, vmcu_fused; smoke: the digits CNN only) and Cortex-M
+    section sizes."""
     from dnninfer.errors import UserError
     from dnninfer.memory import codegen, run
 
     c_models = ("digits-cnn", "mbv2-0.35-48") if quick else EXECUTED
     c_planners = ("tinyengine", "vmcu_fused") if quick else PLANNERS
     arm_models = ("mbv2-0.35-48",) if quick else ("digits-cnn", "mbv2-0.35-48", "mbv2-0.5-64")
+    if smoke:
+        c_models, arm_models = SMOKE["c_models"], SMOKE["arm_models"]
     c_rows: list[dict[str, Any]] = []
     arm_rows: list[dict[str, Any]] = []
     c_note, arm_note = "ok", "ok"

@@ -38,6 +38,9 @@ PAPER = {
 QUICK = {"models": ("resnet18", "mobilenet_v2", "googlenet"), "clusters": ("edge3",), "bandwidths": (5, 20, 100)}
 FULL = {"models": ("vgg16", "resnet18", "resnet50", "mobilenet_v2", "googlenet"), "clusters": ("edge3", "edge5"),
         "bandwidths": (5, 20, 50, 100)}
+#: --smoke: one model at one bandwidth (where HiDP's plan is hybrid: tiled execution included), every strategy
+#: and objective, 2 timing repeats; the host check on Ray keeps the quick run's 5 strategies
+SMOKE = {"models": ("mobilenet_v2",), "clusters": ("edge3",), "bandwidths": (100,), "repeats": 2}
 METRIC = {"latency": "latency_s", "energy": "energy_j", "throughput": "throughput_ips"}
 
 
@@ -70,11 +73,11 @@ def bench_hidp(args: BenchArgs) -> dict[str, Any]:
     from dnninfer.partition.replan import with_bandwidth
     from dnninfer.partition.strategies import BASELINES, STRATEGIES, plan
 
-    cfg = QUICK if args.quick else FULL
+    cfg = SMOKE if args.smoke else QUICK if args.quick else FULL
     models = args.get("models") or cfg["models"]
     clusters = args.get("clusters") or cfg["clusters"]
     bandwidths = args.get("bandwidths") or cfg["bandwidths"]
-    repeats = 5 if args.quick else 10
+    repeats = SMOKE["repeats"] if args.smoke else 5 if args.quick else 10
     rows: list[dict[str, Any]] = []
     exec_rows: list[dict[str, Any]] = []
     graphs: dict[str, Any] = {}
@@ -179,13 +182,14 @@ def _host_check(graphs: dict[str, Any], args: BenchArgs, *, quick: bool) -> list
     cluster = load_cluster("local3")
     names = list(graphs)[:2] if quick else list(graphs)
     strategies = ("all-local", "neurosurgeon", "uniform", "coedge", "hidp") if quick else tuple(STRATEGIES)
-    repeats = 5 if quick else 15
+    repeats = SMOKE["repeats"] if args.smoke else 5 if quick else 15
     out = []
     with RayRuntime(threads=1) as rt, make_progress() as bar:
         task = bar.add_task("hidp: host check on Ray", total=len(names) * len(strategies))
         for name in names:
             _model, inputs, g, ref = graphs[name]
-            cm = CostModel.build(g, cluster, host="measure", repeats=5 if quick else 10)
+            cm = CostModel.build(g, cluster, host="measure",
+                                 repeats=SMOKE["repeats"] if args.smoke else 5 if quick else 10)
             overhead = _ray_overhead(rt, inputs, repeats)
             for strategy in strategies:
                 p = STRATEGIES[strategy](cm, "latency")

@@ -28,6 +28,8 @@ PAPER = {
 QUICK = {"models": ("resnet18",), "slots": 300, "vs": (0.05, 0.5, 5.0, 50.0), "run_slots": 20, "tamper": 1000}
 FULL = {"models": ("vgg16", "resnet18", "mobilenet_v2"), "slots": 1000, "vs": (0.02, 0.05, 0.2, 0.5, 2.0, 5.0, 50.0),
         "run_slots": 100, "tamper": 2000}
+#: --smoke: every method, a 2-point V sweep, a short executed run and tamper campaign (figures not meant to be read)
+SMOKE = {"models": ("resnet18",), "slots": 60, "vs": (0.05, 50.0), "run_slots": 5, "tamper": 200}
 
 
 def _add_arguments(p: Any) -> None:
@@ -45,7 +47,7 @@ def bench_dpra(args: BenchArgs) -> dict[str, Any]:
     from dnninfer.partition.dpra import METHODS, simulate, v_sweep
     from dnninfer.partition.dpra_run import config_for, graph_workload, measured_block_seconds, run
 
-    cfg_ = QUICK if args.quick else FULL
+    cfg_ = SMOKE if args.smoke else QUICK if args.quick else FULL
     models = args.get("models") or cfg_["models"]
     slots = args.get("slots") or cfg_["slots"]
     rows, sweeps, traces = [], {}, {}

@@ -2,7 +2,7 @@
 
 Not a paper's system but the floor under every partitioner: the in-process runtime should add
 almost nothing, and the Ray runtime's per-hop cost (actor call + object store) is what a plan's
-predicted latency must include. Stages are an equal-FLOPs 3-way chain split; no link emulation,
+predicted latency must include. Stages are an equal-FLOPs 3-way chain split (2-way in --smoke); no link emulation,
 so the ratios are pure runtime overhead on this machine.
 """
 
@@ -19,6 +19,9 @@ from dnninfer.bench.stats import median
 
 QUICK_MODELS = ("digits_cnn", "resnet18")
 FULL_MODELS = ("digits_cnn", "resnet18", "mobilenet_v2", "googlenet")
+#: --smoke: the smallest model in 2 stages (one inter-actor hop, one actor fewer to start), 2 timed rounds
+#: after 1 warm-up; every runtime and the error check still run
+SMOKE = {"models": ("digits_cnn",), "stages": 2, "repeats": 2, "warmup": 1}
 
 
 def _max_err(a: Any, b: Any) -> float:
@@ -33,13 +36,16 @@ def bench_runtime(args: BenchArgs) -> dict[str, Any]:
 
     models = QUICK_MODELS if args.quick else FULL_MODELS
     repeats, warmup = (8, 2) if args.quick else (25, 5)
+    n_stages = 3
+    if args.smoke:
+        models, n_stages, repeats, warmup = SMOKE["models"], SMOKE["stages"], SMOKE["repeats"], SMOKE["warmup"]
     rows = []
     with pinned_threads(1), torch.no_grad(), RayRuntime(threads=1) as rt:
         for name in models:
             model = zoo.build_model(name, seed=args.seed)
             inputs = zoo.example_inputs(name, seed=args.seed)
             g = capture(model, inputs, name=name)
-            stages = g.split(equal_flops_chain(g, 3))
+            stages = g.split(equal_flops_chain(g, n_stages))
             placement = [f"n{i}" for i in range(len(stages))]
             rt.deploy(stages, placement)
             ref = model(*inputs)
