@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_load import _one_line_error  # tests/zoo/test_load.py
 from torch import nn
 
 from dnninfer.errors import UserError
+from dnninfer.fuzz.models import zip_of
 from dnninfer.zoo import load_model
 from test_cli_errors import assert_user_error, run_cli
 
@@ -27,14 +29,6 @@ from torch import nn
 def make():
     return nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 2))
 """
-
-
-def _one_line_error(spec: str, **kw) -> str:
-    with pytest.raises(UserError) as info:
-        load_model(spec, **kw)
-    msg = str(info.value)
-    assert "\n" not in msg, msg
-    return msg
 
 
 def _trained(seed: int = 1) -> nn.Module:
@@ -255,7 +249,7 @@ def _flip_in(data: bytes, member_suffix: str) -> bytes:
     (lambda good: b"", ["empty"]),
     (lambda good: b"this is not an archive", ["not a torch.export archive", "bad magic b'this'"]),
     (lambda good: good[: len(good) // 2], ["truncated or corrupt zip archive"]),
-    (lambda good: _zip({"a/hello.txt": b"hi"}), ["not a torch.export archive", "archive_format"]),
+    (lambda good: zip_of({"a/hello.txt": b"hi"}), ["not a torch.export archive", "archive_format"]),
     (lambda good: _flip_in(good, "models/model.json"), ["corrupt archive", "CRC"]),
 ], ids=["empty", "text", "truncated", "foreign_zip", "flipped"])
 @pytest.mark.parametrize("trust", [False, True], ids=["default", "trusted"])
@@ -266,14 +260,6 @@ def test_garbage_pt2_is_one_line(tmp_path, make, needles, trust):
     assert msg.startswith(f"model file {path}: ")
     for n in needles:
         assert n in msg, f"{n!r} not in {msg!r}"
-
-
-def _zip(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        for name, data in members.items():
-            z.writestr(name, data)
-    return buf.getvalue()
 
 
 def _rewrite(data: bytes, *, program=None, add: dict[str, bytes] | None = None) -> bytes:
@@ -287,7 +273,7 @@ def _rewrite(data: bytes, *, program=None, add: dict[str, bytes] | None = None) 
             body = json.dumps(program(json.loads(body))).encode()
         members[name] = body
     members.update({f"{root}/{k}": v for k, v in (add or {}).items()})
-    return _zip(members)
+    return zip_of(members)
 
 
 def _add_node(doc: dict, target: str) -> dict:

@@ -174,20 +174,18 @@ class _Importer:
 
     def ints(self, i: int, what: str) -> list[int] | None:
         """Input `i` as static ints (None when absent); a run-time value is unsupported."""
-        v = self.inp(i)
-        if v is None:
-            return None
-        if isinstance(v, torch.Tensor):
-            return [int(x) for x in v.reshape(-1).tolist()]
-        raise self.bad(f"input {what!r} computed at run time", "it must be a constant or a static shape")
+        return self._static(i, what, int, "it must be a constant or a static shape")
 
     def floats(self, i: int, what: str) -> list[float] | None:
+        return self._static(i, what, float, "it must be a constant")
+
+    def _static(self, i: int, what: str, cast: Callable[[Any], Any], fix: str) -> list[Any] | None:
         v = self.inp(i)
         if v is None:
             return None
         if isinstance(v, torch.Tensor):
-            return [float(x) for x in v.reshape(-1).tolist()]
-        raise self.bad(f"input {what!r} computed at run time", "it must be a constant")
+            return [cast(x) for x in v.reshape(-1).tolist()]
+        raise self.bad(f"input {what!r} computed at run time", fix)
 
     def shape(self, i: int) -> tuple[int | None, ...] | None:
         """What is known of input `i`'s shape before it runs (None: not even the rank)."""
