@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dnninfer.bench.env import capture_env
+from dnninfer.env import capture_env
 from dnninfer.bench.output import emit_json, print_table, to_jsonable
 
 

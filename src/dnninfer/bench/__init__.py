@@ -1,20 +1,20 @@
-"""One harness for every system: timing, statistics, environment, registry and output.
+"""One harness for every system: timing, statistics, environment, registry, figures, claims and output.
 
 A system's ``bench.py`` typically needs only::
 
-    from dnninfer.bench import BenchArgs, compare, register_system, ratios, capture_env
+    from dnninfer.bench import BenchArgs, Claim, Figures, compare, register_system
 """
 
 from __future__ import annotations
 
-from dnninfer.bench.env import capture_env
-from dnninfer.bench.harness import Timing, compare, measure, pinned_threads, ratios
+from dnninfer.bench.claims import Claim, claim_rows
+from dnninfer.bench.figures import Figure, Figures
+from dnninfer.bench.harness import Timing, compare, measure, ratios
 from dnninfer.bench.output import emit_json, make_progress, print_table, to_jsonable
 from dnninfer.bench.registry import (
     SYSTEMS,
     BenchArgs,
     InvalidBenchResult,
-    ReportSection,
     System,
     get_system,
     load_all,
@@ -22,17 +22,21 @@ from dnninfer.bench.registry import (
     run_system,
 )
 from dnninfer.bench.stats import RatioCI, bootstrap_ratio_ci, pairwise_ratios, ratio_ci, summarize
+from dnninfer.env import capture_env, pinned_threads
 
 __all__ = [
     "SYSTEMS",
     "BenchArgs",
+    "Claim",
+    "Figure",
+    "Figures",
     "InvalidBenchResult",
     "RatioCI",
-    "ReportSection",
     "System",
     "Timing",
     "bootstrap_ratio_ci",
     "capture_env",
+    "claim_rows",
     "compare",
     "emit_json",
     "get_system",

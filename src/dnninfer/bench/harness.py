@@ -11,12 +11,12 @@ from __future__ import annotations
 import gc
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from dnninfer.bench.output import make_progress
 from dnninfer.bench.stats import RatioCI, ratio_ci, summarize
+from dnninfer.env import pinned_threads
 from dnninfer.errors import expected
 
 __all__ = ["Timing", "compare", "measure", "pinned_threads", "ratios", "round_orders"]
@@ -168,21 +168,3 @@ def ratios(
         for name, t in timings.items()
         if name != baseline
     }
-
-
-@contextmanager
-def pinned_threads(n: int) -> Iterator[int]:
-    """Run a block with ``torch.set_num_threads(n)`` and restore the previous count after.
-
-    Thread count changes latency more than most optimisations do, so benches pin it explicitly.
-    """
-    if n < 1:
-        raise expected("threads", "an integer >= 1", n)
-    import torch  # lazy: importing the harness should not cost a torch import
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield n
-    finally:
-        torch.set_num_threads(previous)

@@ -15,12 +15,12 @@ import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from dnninfer.bench.env import capture_env
+from dnninfer.bench.claims import Claim
 from dnninfer.bench.output import to_jsonable
+from dnninfer.env import capture_env
 from dnninfer.errors import expected
-from dnninfer.report.section import ReportSection
 
 __all__ = [
     "LOAD_ERRORS",
@@ -29,7 +29,6 @@ __all__ = [
     "BenchArgs",
     "BenchFn",
     "InvalidBenchResult",
-    "ReportSection",
     "SectionFn",
     "System",
     "get_system",
@@ -41,6 +40,8 @@ __all__ = [
 
 #: Keys of the ``--json`` object (CONVENTIONS.md, "Contracts every system keeps").
 REQUIRED_KEYS: tuple[str, ...] = ("system", "quick", "paper", "ours", "rows", "env")
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -60,13 +61,27 @@ class BenchArgs:
     def __post_init__(self) -> None:
         self.quick = self.quick or self.smoke
 
+    @property
+    def level(self) -> str:
+        """"smoke", "quick" or "full": which of a bench's settings apply."""
+        return "smoke" if self.smoke else "quick" if self.quick else "full"
+
+    def pick(self, full: T, quick: T, smoke: T | None = None) -> T:
+        """The setting for this run's level; a smoke run falls back to ``quick`` when it has
+        none of its own. Returned as given (copy a dict before changing it)."""
+        if self.smoke and smoke is not None:
+            return smoke
+        return quick if self.quick else full
+
     def get(self, key: str, default: Any = None) -> Any:
         """A system-specific option, or ``default`` when the caller did not set it."""
         return self.extra.get(key, default)
 
 
 BenchFn = Callable[[BenchArgs], dict[str, Any]]
-SectionFn = Callable[[dict[str, Any], Path], ReportSection]
+#: ``(result, outdir) -> dnninfer.report.ReportSection``; typed loosely because the report sits above
+#: the bench layer (it runs benches), never below it.
+SectionFn = Callable[[dict[str, Any], Path], Any]
 AddArgumentsFn = Callable[[argparse.ArgumentParser], None]
 
 
@@ -79,6 +94,7 @@ class System:
     description: str
     report_section: SectionFn | None = None
     add_arguments: AddArgumentsFn | None = None
+    headline: Claim | None = None
 
     @property
     def module(self) -> str:
@@ -101,12 +117,14 @@ def register_system(
     description: str,
     report_section: SectionFn | None = None,
     add_arguments: AddArgumentsFn | None = None,
+    headline: Claim | None = None,
 ) -> Callable[[BenchFn], BenchFn]:
     """Decorator registering ``fn(args: BenchArgs) -> dict`` as the bench of ``name``.
 
     ``report_section(result, outdir) -> ReportSection`` renders it in the report (a generic
     paper-vs-ours section is used when omitted); ``add_arguments(parser)`` adds its CLI options,
-    whose values arrive in ``BenchArgs.extra``.
+    whose values arrive in ``BenchArgs.extra``; ``headline`` is the one paper-vs-ours line the
+    report's scoreboard shows for the system.
     """
 
     def decorator(fn: BenchFn) -> BenchFn:
@@ -116,7 +134,7 @@ def register_system(
                 f"bench system {name!r} is registered twice: by {old.module}.{old.bench.__qualname__} "
                 f"and by {fn.__module__}.{fn.__qualname__}"
             )
-        SYSTEMS[name] = System(name, fn, description, report_section, add_arguments)
+        SYSTEMS[name] = System(name, fn, description, report_section, add_arguments, headline)
         return fn
 
     return decorator

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import fx
 
-from dnninfer.bench.env import cpu_model
+from dnninfer.env import capture_env, cpu_model, pinned_threads
 from dnninfer.graph import Graph
 from dnninfer.graph.core import COMPUTE_OPS
 
@@ -80,19 +80,9 @@ def _cpu_model() -> str:
 
 
 def _env(threads: int) -> dict[str, Any]:
-    try:
-        load = [round(x, 2) for x in os.getloadavg()]
-    except (OSError, AttributeError):
-        load = None
-    return {
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "cpu_model": _cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "threads": threads,
-        "loadavg": load,
-        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+    env = capture_env()
+    keys = ("torch", "python", "cpu_model", "cpu_count", "loadavg", "timestamp")
+    return {**{k: env.get(k) for k in keys}, "cpu_model": _cpu_model(), "threads": threads}
 
 
 def graph_key(graph: Graph) -> str:
@@ -185,13 +175,8 @@ def profile(
         except (OSError, ValueError, KeyError, TypeError) as e:
             log.warning("ignoring unreadable latency cache %s (%s); measuring again", path, e)
 
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        with torch.no_grad():
-            node_s, whole_s = _measure(graph, warmup=warmup, repeats=repeats)
-    finally:
-        torch.set_num_threads(previous)
+    with pinned_threads(threads), torch.no_grad():
+        node_s, whole_s = _measure(graph, warmup=warmup, repeats=repeats)
 
     result = LatencyProfile(
         graph_key=graph_key(graph),

@@ -1,6 +1,7 @@
 """Graph capture: one torch.fx DAG per model with shapes, bytes, parameters and FLOPs per node."""
 
 from dnninfer.graph.capture import annotate, capture, trace
+from dnninfer.graph.compare import max_abs_diff
 from dnninfer.graph.core import Block, Graph, NodeInfo, Stage
 from dnninfer.graph.flops import Rule, conv_flops, linear_flops
 from dnninfer.graph.inplace import functionalize, is_inplace, mutated_input, shared_writes
@@ -19,6 +20,7 @@ __all__ = [
     "functionalize",
     "is_inplace",
     "linear_flops",
+    "max_abs_diff",
     "mutated_input",
     "run_stages",
     "shared_writes",

@@ -222,7 +222,7 @@ def _summary_html(results: Mapping[str, Mapping[str, Any]], ids: Mapping[str, st
 def _env_html(results: Mapping[str, Mapping[str, Any]]) -> str:
     env = next((r["env"] for r in results.values() if isinstance(r.get("env"), Mapping)), None)
     if env is None:
-        from dnninfer.bench.env import capture_env
+        from dnninfer.env import capture_env
 
         env = capture_env()
     return table_html([{"key": k, "value": env.get(k)} for k in _ENV_KEYS if k in env])

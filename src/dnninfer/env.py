@@ -1,8 +1,9 @@
-"""The environment a timing was taken in.
+"""The environment a timing was taken in, and the thread pinning every timing uses.
 
 A number without its machine, versions, thread count and load average cannot be compared with
-anything, so every bench result carries this record. Nothing here may fail a bench: each probe
-falls back to ``None``.
+anything, so every bench result and every cached latency profile carries this record. It sits at
+the bottom of the package (it imports nothing from dnninfer) so the cost model, the runtime and
+the benches share one copy. Nothing here may fail a bench: each probe falls back to ``None``.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ import os
 import platform
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["capture_env", "cpu_model", "git_commit"]
+__all__ = ["capture_env", "cpu_model", "git_commit", "pinned_threads"]
 
-_PACKAGE_DIR = Path(__file__).resolve().parents[1]
+_PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 def cpu_model() -> str | None:
@@ -114,3 +117,23 @@ def capture_env() -> dict[str, Any]:
         }
     )
     return env
+
+
+@contextmanager
+def pinned_threads(n: int) -> Iterator[int]:
+    """Run a block with ``torch.set_num_threads(n)`` and restore the previous count after.
+
+    Thread count changes latency more than most optimisations do, so every timing pins it.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        from dnninfer.errors import expected
+
+        raise expected("threads", "an integer >= 1", n)
+    import torch  # lazy: importing this module should not cost a torch import
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(previous)
