@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from random_nets import random_ir  # tests/memory/random_nets.py
 
 from dnninfer.errors import UserError
-from dnninfer.memory.bench import _execute
+from dnninfer.memory.verify import execute_checked as _execute
 from dnninfer.memory.executor import PlanUnsafe, Shadow, run
 from dnninfer.memory.ir import IR, IRBuilder
 from dnninfer.memory.kernels import reference

@@ -86,8 +86,9 @@ class Claim:
 
     def row(self, result: Mapping[str, Any]) -> dict[str, Any]:
         note = self.note(result) if callable(self.note) else self.note
-        return {"figure": self.figure, "paper": self.paper, "ours": self.text(result),
-                "status": self.status(result), "basis": self.basis, "note": note}
+        status = self.status(result)
+        return {"figure": self.figure, "paper": self.paper, "ours": self.text(result), "status": status,
+                "basis": "" if status == "not measured" else self.basis, "note": note}
 
 
 def claim_rows(claims: Sequence[Claim], result: Mapping[str, Any]) -> list[dict[str, Any]]:
