@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from dnninfer.report.html import default_section, error_section, figure_html, table_html, write_report
+from dnninfer.report.scoreboard import scoreboard_rows
 from dnninfer.report.section import ReportSection
 
 __all__ = [
@@ -119,4 +120,5 @@ def build_report(
             status = "[red]failed[/red]" if "error" in result else "[green]ok[/green]"
             err_console.print(f"bench {name}: {status} ({time.perf_counter() - start:.1f} s)")
             bar.advance(task)
-    return write_report(outdir, results, sections, core_sections)
+    headlines = {name: system.headline for name, system in sorted(registry.SYSTEMS.items())}
+    return write_report(outdir, results, sections, core_sections, scoreboard_rows(results, headlines))

@@ -63,12 +63,22 @@ figcaption { color: var(--muted); font-size: .85rem; margin-top: .3rem; }
 pre.error { background: #fff5f5; border: 1px solid #ffcecb; border-radius: 6px; padding: .75rem;
             overflow-x: auto; font-size: .8rem; white-space: pre-wrap; }
 .note { color: var(--muted); font-size: .85rem; }
+td.verdict-met { color: var(--good); font-weight: 600; } td.verdict-short, td.verdict-failed { color: var(--bad);
+  font-weight: 600; } td.verdict-not-measured, td.verdict-no-target { color: var(--muted); }
+table.scoreboard td { white-space: normal; } table.scoreboard td:first-child { white-space: nowrap; }
 """
 
 _ENV_KEYS = (
     "python", "torch", "numpy", "platform", "cpu_model", "cpu_count", "cpu_affinity",
     "torch_threads", "loadavg", "git_commit", "git_dirty", "timestamp",
 )  # fmt: skip
+
+
+_SCOREBOARD_NOTE = (
+    '<p class="note">One line per system: the paper\'s headline figure, ours, whether we meet it, and whether ours '
+    "was measured by execution here or predicted by our own model (a predicted figure says nothing about "
+    "execution). Each system's section has its full paper-vs-ours table.</p>"
+)
 
 
 def slugify(text: str) -> str:
@@ -233,9 +243,13 @@ def write_report(
     results: Mapping[str, Mapping[str, Any]],
     sections: Sequence[ReportSection],
     core_sections: Sequence[ReportSection],
+    scoreboard: Sequence[Mapping[str, Any]] = (),
 ) -> Path:
     """Write ``index.html`` (core sections first, then systems) and ``results.json``; return
-    the index path. Images outside ``outdir`` are copied in so relative links resolve."""
+    the index path. Images outside ``outdir`` are copied in so relative links resolve.
+    ``scoreboard`` rows (``report.scoreboard.scoreboard_rows``) open the page."""
+    from dnninfer.report.scoreboard import scoreboard_html
+
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     all_sections = [*core_sections, *sections]
@@ -244,7 +258,7 @@ def write_report(
     data = to_jsonable(results)
     (outdir / "results.json").write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
 
-    used = {"summary", "environment"}
+    used = {"scoreboard", "summary", "environment"}
     ids = []
     for section in all_sections:
         sid, k = slugify(section.title), 2
@@ -259,9 +273,12 @@ def write_report(
     quick = any(bool(r.get("quick")) for r in results.values())
     failed = sum("error" in r for r in results.values())
     stamp = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    toc = ['<li><a href="#summary">Summary</a></li>', '<li><a href="#environment">Environment</a></li>']
+    toc = ['<li><a href="#scoreboard">Scoreboard: paper claims</a></li>', '<li><a href="#summary">Summary</a></li>',
+           '<li><a href="#environment">Environment</a></li>']
     toc += [f'<li><a href="#{sid}">{html.escape(s.title)}</a></li>' for s, sid in zip(all_sections, ids, strict=True)]
+    board = scoreboard_html(list(scoreboard), system_ids)
     body = [
+        f'<section id="scoreboard"><h2>Scoreboard: paper claims</h2>{_SCOREBOARD_NOTE}{board}</section>',
         f'<section id="summary"><h2>Summary</h2>{_summary_html(results, system_ids)}</section>',
         f'<section id="environment"><h2>Environment</h2>{_env_html(results)}</section>',
     ]
