@@ -37,13 +37,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import fx, nn
-from torch.nn.modules.utils import _pair
+from torch import fx
 
 from dnninfer.errors import UserError
 from dnninfer.graph.core import Graph
-from dnninfer.graph.flops import find_rule
-from dnninfer.graph.inplace import is_inplace
+from dnninfer.graph.ops import Param, Window, row_local
 
 # ---------------------------------------------------------------------------------------------
 # Public results
@@ -76,35 +74,8 @@ class Tiling:
 
 
 # ---------------------------------------------------------------------------------------------
-# Per-node row behaviour
+# Per-node row behaviour (the rules are graph/ops.py's `row_local`)
 # ---------------------------------------------------------------------------------------------
-
-
-class _Attr:
-    """A parameter to fetch with get_attr in the tiled graph (conv modules become F.conv2d)."""
-
-    __slots__ = ("target",)
-
-    def __init__(self, target: str) -> None:
-        self.target = target
-
-
-@dataclass(frozen=True)
-class _Window:
-    """A conv/pool: output row o reads input rows [o*s - top, o*s - top + d*(k-1) + 1)."""
-
-    k: int
-    s: int
-    d: int
-    top: int
-    fill: float  # value of rows outside the image: 0 for conv/avg, -inf for max
-    fn: Any  # the function the tile calls on the row-padded input
-    args: tuple[Any, ...]  # its arguments after the input (row padding 0)
-    kwargs: dict[str, Any]
-    wpad: tuple[int, int]  # left/right column padding that must go into the explicit F.pad
-
-    def need(self, lo: int, hi: int) -> tuple[int, int]:
-        return lo * self.s - self.top, (hi - 1) * self.s - self.top + self.d * (self.k - 1) + 1
 
 
 @dataclass(frozen=True)
@@ -113,31 +84,8 @@ class _Op:
     h: int  # output rows
     row_bytes: int  # bytes of one output row (all batches and channels)
     inputs: tuple[str, ...]  # inputs that carry rows (for a window: the data input only)
-    window: _Window | None  # None: output row r needs row r of every input
+    window: Window | None  # None: output row r needs row r of every input
     inplace: bool
-
-
-_SAME_MODULE_KINDS = ("act", "identity")
-_SAME_FUNCTION_KINDS = ("act", "add", "mul")
-
-
-def _conv_rows(h: int, k: int, s: int, d: int, top: int, bottom: int, ceil: bool) -> int:
-    """PyTorch's output height of a conv/pool (the ceil_mode rule included)."""
-    num = h + top + bottom - d * (k - 1) - 1
-    if num < 0:
-        return 0
-    out = (num + (s - 1 if ceil else 0)) // s + 1
-    if ceil and (out - 1) * s >= h + top:
-        out -= 1
-    return out
-
-
-def _args(node: fx.Node, names: Sequence[str], defaults: dict[str, Any]) -> dict[str, Any]:
-    """Positional + keyword arguments of a call_function node by parameter name."""
-    got = dict(defaults)
-    got.update(zip(names, node.args, strict=False))
-    got.update(node.kwargs)
-    return got
 
 
 class _Analysis:
@@ -175,192 +123,14 @@ def _op(graph: Graph, name: str) -> _Op | str:
 
 
 def _describe(graph: Graph, a: _Analysis, name: str) -> _Op | str:
-    info = graph.nodes.get(name)
-    if info is None:
+    if name not in a.fx:
         return "unknown node"
-    if not info.is_compute:
-        return f"not a compute node ({info.op})"
-    if info.shape is None or len(info.shape) != 4:
-        return f"output is not a 4-D tensor (shape {info.shape})"
-    node = a.fx[name]
+    rule = row_local(graph, a.fx[name])
+    if isinstance(rule, str):
+        return rule
+    info = graph.nodes[name]
     h = info.shape[2]
-    row_bytes = info.out_bytes // h if h else 0
-    if h == 0:
-        return "output has no rows"
-
-    def same(inputs: Sequence[fx.Node], *, cat: bool = False, inplace: bool = False) -> _Op | str:
-        rows = []
-        for src in inputs:
-            s = graph.nodes[src.name]
-            if src.op == "get_attr":  # a constant: fine if it broadcasts over rows
-                if s.shape is not None and len(s.shape) >= 2 and s.shape[-2] != 1:
-                    return f"constant {src.name!r} varies along rows"
-                continue
-            if s.shape is None or len(s.shape) != 4:
-                return f"input {src.name!r} is not a 4-D tensor"
-            if cat:
-                if (s.shape[0], s.shape[2], s.shape[3]) != (info.shape[0], h, info.shape[3]):
-                    return f"input {src.name!r} has shape {s.shape}, output {info.shape}"
-            elif s.shape != info.shape:
-                return f"input {src.name!r} has shape {s.shape}, output {info.shape} (broadcasting)"
-            rows.append(src.name)
-        if not rows:
-            return "no tensor input"
-        return _Op(name, h, row_bytes, tuple(dict.fromkeys(rows)), None, inplace)
-
-    def window(data: Any, k: int, s: int, d: int, top: int, bottom: int, ceil: bool, fill: float,
-               fn: Any, args: tuple, kwargs: dict[str, Any], wpad: tuple[int, int] = (0, 0)) -> _Op | str:
-        if not isinstance(data, fx.Node) or data.op == "get_attr":
-            return "input is not a graph tensor"
-        s_in = graph.nodes[data.name].shape
-        if s_in is None or len(s_in) != 4:
-            return f"input {data.name!r} is not a 4-D tensor"
-        if any(n.op != "get_attr" for n in _nodes_in((args, kwargs))):
-            return "window parameters are graph values"
-        if min(k, s, d) < 1 or top < 0 or bottom < 0:
-            return "unsupported kernel/stride/padding"
-        expect = _conv_rows(s_in[2], k, s, d, top, bottom, ceil)
-        if expect != h:
-            return f"output has {h} rows, expected {expect} from its window"
-        w = _Window(k, s, d, top, fill, fn, tuple(args), dict(kwargs), wpad)
-        return _Op(name, h, row_bytes, (data.name,), w, False)
-
-    if node.op == "call_module":
-        mod = graph.gm.get_submodule(str(node.target))
-        data = node.args[0] if node.args else None
-        if isinstance(mod, nn.Conv2d):
-            if type(mod).forward is not nn.Conv2d.forward:
-                return f"{type(mod).__name__} overrides Conv2d.forward"
-            if mod.padding_mode != "zeros":
-                return f"conv padding_mode {mod.padding_mode!r} (only 'zeros' is row-local)"
-            (kh, kw), (sh, sw), (dh, dw) = mod.kernel_size, mod.stride, mod.dilation
-            (top, bottom), (left, right) = _conv_padding(mod.padding, (kh, kw), (dh, dw))
-            bias = _Attr(f"{node.target}.bias") if mod.bias is not None else None
-            sym = left == right
-            args = (_Attr(f"{node.target}.weight"), bias, (sh, sw), (0, left if sym else 0), (dh, dw), mod.groups)
-            return window(data, kh, sh, dh, top, bottom, False, 0.0, F.conv2d, args, {},
-                          (0, 0) if sym else (left, right))
-        if isinstance(mod, nn.MaxPool2d):
-            p = {"kernel_size": mod.kernel_size, "stride": mod.stride, "padding": mod.padding,
-                 "dilation": mod.dilation, "ceil_mode": mod.ceil_mode, "return_indices": mod.return_indices}
-            return _max_pool(p, data, window)
-        if isinstance(mod, nn.AvgPool2d):
-            p = {"kernel_size": mod.kernel_size, "stride": mod.stride, "padding": mod.padding,
-                 "ceil_mode": mod.ceil_mode, "count_include_pad": mod.count_include_pad,
-                 "divisor_override": mod.divisor_override}
-            return _avg_pool(p, data, window, info.shape, graph.nodes)
-        rule = find_rule(node.op, node.target, mod)
-        kind = rule.kind if rule is not None else None
-        if kind == "bn":
-            if not isinstance(mod, nn.modules.batchnorm._BatchNorm):
-                return f"{type(mod).__name__} is not a batch norm"
-            if mod.training or mod.running_mean is None:
-                return "batch norm uses batch statistics (training mode or no running stats)"
-        elif kind == "dropout":
-            if mod.training:
-                return "dropout in training mode"
-        elif kind not in _SAME_MODULE_KINDS:
-            return f"{type(mod).__name__} is not row-local"
-        return same(node.all_input_nodes, inplace=bool(getattr(mod, "inplace", False)))
-
-    if node.op in ("call_function", "call_method"):
-        target = node.target
-        if target is F.conv2d or target is torch.conv2d:
-            p = _args(node, ("input", "weight", "bias", "stride", "padding", "dilation", "groups"),
-                      {"bias": None, "stride": 1, "padding": 0, "dilation": 1, "groups": 1})
-            weight = p["weight"]
-            if not isinstance(weight, fx.Node) or weight.op != "get_attr":
-                return "conv weight is not a parameter"
-            wshape = graph.nodes[weight.name].shape
-            if wshape is None or len(wshape) != 4:
-                return "conv weight is not 4-D"
-            kh, kw = wshape[2], wshape[3]
-            (sh, sw), (dh, dw) = _pair(p["stride"]), _pair(p["dilation"])
-            (top, bottom), (left, right) = _conv_padding(p["padding"], (kh, kw), (dh, dw))
-            sym = left == right
-            args = (weight, p["bias"], (sh, sw), (0, left if sym else 0), (dh, dw), p["groups"])
-            return window(p["input"], kh, sh, dh, top, bottom, False, 0.0, F.conv2d, args, {},
-                          (0, 0) if sym else (left, right))
-        if target is F.max_pool2d or target is torch.max_pool2d:
-            p = _args(node, ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"),
-                      {"stride": None, "padding": 0, "dilation": 1, "ceil_mode": False, "return_indices": False})
-            return _max_pool(p, p.get("input"), window)
-        if target is F.avg_pool2d:
-            p = _args(node, ("input", "kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
-                             "divisor_override"),
-                      {"stride": None, "padding": 0, "ceil_mode": False, "count_include_pad": True,
-                       "divisor_override": None})
-            return _avg_pool(p, p.get("input"), window, info.shape, graph.nodes)
-        if target in (torch.cat, torch.concat, torch.concatenate):
-            p = _args(node, ("tensors", "dim"), {"dim": 0})
-            if not isinstance(p.get("tensors"), (list, tuple)) or p["dim"] not in (1, -3):
-                return "cat is not along channels (dim 1)"
-            if not all(isinstance(t, fx.Node) for t in p["tensors"]):
-                return "cat of non-graph values"
-            return same(node.all_input_nodes, cat=True)
-        rule = find_rule(node.op, target, None)
-        kind = rule.kind if rule is not None else None
-        fname = str(target) if node.op == "call_method" else getattr(target, "__name__", "")
-        inplace = is_inplace(node)
-        if kind == "dropout":
-            p = _args(node, ("input", "p", "training", "inplace"), {"training": True})
-            if p["training"] is not False:
-                return "dropout in training mode"
-            return same(node.all_input_nodes, inplace=inplace)
-        if kind == "bn" and target is F.batch_norm:
-            p = _args(node, ("input", "running_mean", "running_var", "weight", "bias", "training"),
-                      {"training": False})
-            if p["training"] is not False or p["running_mean"] is None:
-                return "batch norm uses batch statistics"
-            return same(node.all_input_nodes)
-        if kind in _SAME_FUNCTION_KINDS:
-            return same(node.all_input_nodes, inplace=inplace)
-        return f"{fname or target} is not row-local"
-    return f"{node.op} is not row-local"
-
-
-def _nodes_in(value: Any) -> list[fx.Node]:
-    found: list[fx.Node] = []
-    fx.node.map_arg(value, lambda n: found.append(n) or n)
-    return found
-
-
-def _conv_padding(padding: Any, k: tuple[int, int], d: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
-    """((top, bottom), (left, right)) from an int/tuple/'valid'/'same' conv padding."""
-    if padding == "valid":
-        return (0, 0), (0, 0)
-    if padding == "same":
-        out = []
-        for kk, dd in zip(k, d, strict=True):
-            total = dd * (kk - 1)
-            out.append((total // 2, total - total // 2))
-        return out[0], out[1]
-    ph, pw = _pair(padding)
-    return (ph, ph), (pw, pw)
-
-
-def _max_pool(p: dict[str, Any], data: Any, window: Any) -> _Op | str:
-    if p["return_indices"]:
-        return "max pool returns indices"
-    (kh, kw) = _pair(p["kernel_size"])
-    stride = p["stride"] if p["stride"] not in (None, [], ()) else p["kernel_size"]
-    (sh, sw), (ph, pw), (dh, dw) = _pair(stride), _pair(p["padding"]), _pair(p["dilation"])
-    args = ((kh, kw), (sh, sw), (0, pw), (dh, dw), bool(p["ceil_mode"]))
-    return window(data, kh, sh, dh, ph, ph, bool(p["ceil_mode"]), -math.inf, F.max_pool2d, args, {})
-
-
-def _avg_pool(p: dict[str, Any], data: Any, window: Any, shape: tuple[int, ...], nodes: Any) -> _Op | str:
-    (kh, kw) = _pair(p["kernel_size"])
-    stride = p["stride"] if p["stride"] not in (None, [], ()) else p["kernel_size"]
-    (sh, sw), (ph, pw) = _pair(stride), _pair(p["padding"])
-    if not p["count_include_pad"] and ph:
-        return "avg pool with count_include_pad=False and row padding (border divisors differ per tile)"
-    if p["ceil_mode"] and isinstance(data, fx.Node):
-        s_in = nodes[data.name].shape
-        if s_in is not None and len(s_in) == 4 and _conv_rows(s_in[2], kh, sh, 1, ph, ph, False) != shape[2]:
-            return "avg pool with ceil_mode=True adds a partial last row window"
-    args = ((kh, kw), (sh, sw), (0, pw), bool(p["ceil_mode"]), bool(p["count_include_pad"]), p["divisor_override"])
-    return window(data, kh, sh, 1, ph, ph, False, 0.0, F.avg_pool2d, args, {})
+    return _Op(name, h, info.out_bytes // h, rule.inputs, rule.window, rule.inplace)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -625,7 +395,7 @@ class _Builder:
         self.env[old] = n
 
     def attr(self, value: Any) -> Any:
-        if isinstance(value, _Attr):
+        if isinstance(value, Param):
             got = self.attrs.get(value.target)
             if got is None:
                 got = self.node("get_attr", value.target, (), name=value.target.replace(".", "_") + "__tiled")
