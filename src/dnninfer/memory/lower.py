@@ -4,12 +4,13 @@ The IR is the int8 NHWC layer list of `dnninfer.memory.ir`; this pass walks the 
 order, and maps each node onto it (torch.fx frontend style: a table from op to converter):
 
 * ``Conv2d`` (groups 1 -> conv, or 1x1 stride 1 unpadded -> pw; groups = C_in = C_out -> dw), with a
-  following ``BatchNorm2d`` folded into its weights and bias;
+  following ``BatchNorm2d`` folded into its weights and bias (graph/ops.py `foldable_bn`, `fold_bn`);
 * ``ReLU`` / ``ReLU6`` (module or function, ``hardtanh(0, 6)``) become the producing layer's clamp
   (applied in requantisation on the MCU);
 * residual ``add``; ``AdaptiveAvgPool2d(1)`` / ``mean`` over H, W (global average pool);
   ``AvgPool2d`` (unpadded), ``MaxPool2d``; ``flatten`` (free in NHWC: the next ``Linear``'s weight
-  columns are permuted from CHW to HWC order); ``Dropout`` / ``Identity`` (inference no-ops); ``Linear``.
+  columns are permuted from CHW to HWC order); ``Dropout`` / ``Identity`` / ``contiguous``
+  (inference no-ops: graph/ops.py `passes_through`); ``Linear``.
 
 Anything else is a `UserError` naming the op and node. `run_float` evaluates the lowered IR in
 float64 with torch.nn.functional; it must equal the model, and it is what calibration observes.
@@ -29,12 +30,12 @@ from torch import fx, nn
 from dnninfer.errors import UserError
 from dnninfer.graph.core import Graph
 from dnninfer.graph.flops import op_name
+from dnninfer.graph.ops import call_args, fold_bn, foldable_bn, passes_through
 from dnninfer.memory.ir import IR, FloatParams, IRBuilder, Layer
 
 SUPPORTED = ("Conv2d (groups 1 or depthwise), BatchNorm2d after Conv2d, ReLU, ReLU6, add, AdaptiveAvgPool2d(1), "
              "mean over H and W, AvgPool2d (no padding), MaxPool2d, flatten, Dropout, Identity, Linear")
 _ADD = (operator.add, operator.iadd, torch.add)
-_ALIAS_NAMES = ("dropout", "contiguous", "identity")
 _FLATTEN_NAMES = ("flatten", "view", "reshape")
 
 
@@ -57,14 +58,6 @@ def _pair(v: Any, node: fx.Node, target: str, what: str) -> int:
             raise _unsupported(node, target, f"non-square {what} {tuple(v)}")
         v = v[0]
     return int(v)
-
-
-def _args(node: fx.Node, names: tuple[str, ...], defaults: dict[str, Any]) -> dict[str, Any]:
-    """Positional + keyword arguments of a function node by parameter name."""
-    out = dict(defaults)
-    out.update(dict(zip(names, node.args, strict=False)))
-    out.update(node.kwargs)
-    return out
 
 
 class _Lowering:
@@ -151,15 +144,11 @@ class _Lowering:
         target = type(m).__name__
         v = self.val(node.args[0], node, target)
         layer = self.fusable(v, node, target, "BatchNorm2d")
-        if layer.kind not in ("conv", "dw", "pw") or layer.act != "none" or m.running_mean is None:
+        if layer.kind not in ("conv", "dw", "pw") or layer.act != "none" or foldable_bn(self.graph, node.name) is None:
             raise _unsupported(node, target, "BatchNorm2d is folded only into a preceding Conv2d")
-        scale = (m.weight.detach().double() if m.affine else torch.ones(m.num_features, dtype=torch.float64))
-        shift = (m.bias.detach().double() if m.affine else torch.zeros(m.num_features, dtype=torch.float64))
-        mean, var = m.running_mean.double(), m.running_var.double()
-        g = (scale / torch.sqrt(var + m.eps)).numpy()
-        wt = layer.weights.weight * g  # output channels are the last axis in every layout
-        bias = (layer.weights.bias - mean.numpy()) * g + shift.numpy()
-        self.set_layer(v.tensor, replace(layer, weights=FloatParams(wt, bias)))
+        w, b = (torch.from_numpy(a) for a in (layer.weights.weight, layer.weights.bias))
+        wt, bias = fold_bn(w, b, m, axis=-1)  # output channels are the last axis in every layout
+        self.set_layer(v.tensor, replace(layer, weights=FloatParams(wt.numpy(), bias.numpy())))
         self.emit(node, v.tensor, v.flat)
 
     def activation(self, node: fx.Node, act: str, target: str) -> None:
@@ -261,7 +250,7 @@ class _Lowering:
             return self.activation(node, "relu6", target)
         if isinstance(m, nn.ReLU):
             return self.activation(node, "relu", target)
-        if isinstance(m, (nn.Dropout, nn.Identity)):
+        if passes_through(node, m):
             v = self.val(node.args[0], node, target)
             return self.emit(node, v.tensor, v.flat)
         if isinstance(m, nn.Flatten):
@@ -299,22 +288,22 @@ class _Lowering:
         if name in ("relu6",):
             return self.activation(node, "relu6", name)
         if name in ("hardtanh", "hardtanh_", "clamp", "clip"):
-            a = _args(node, ("input", "min_val", "max_val"), {"min_val": -1.0, "max_val": 1.0})
+            a = call_args(node, ("input", "min_val", "max_val"), {"min_val": -1.0, "max_val": 1.0})
             lo = a.get("min", a["min_val"])
             hi = a.get("max", a["max_val"])
             if (lo, hi) == (0, 6):
                 return self.activation(node, "relu6", name)
             raise _unsupported(node, name, f"clamp range ({lo}, {hi})")
-        if name in _ALIAS_NAMES:
+        if passes_through(node):
             v = self.val(node.args[0], node, name)
             return self.emit(node, v.tensor, v.flat)
         if name in _FLATTEN_NAMES:
             return self.flatten(node, name)
         if name == "adaptive_avg_pool2d":
-            a = _args(node, ("input", "output_size"), {})
+            a = call_args(node, ("input", "output_size"), {})
             return self._adaptive(node, a["output_size"], name)
         if name == "mean":
-            a = _args(node, ("input", "dim", "keepdim"), {"keepdim": False})
+            a = call_args(node, ("input", "dim", "keepdim"), {"keepdim": False})
             dims = a.get("dim")
             dims = tuple(d % 4 for d in (dims if isinstance(dims, (tuple, list)) else [dims]))
             if sorted(dims) != [2, 3]:
@@ -324,7 +313,7 @@ class _Lowering:
             names = ("input", "kernel_size", "stride", "padding")
             names += ("ceil_mode", "count_include_pad", "divisor_override") if name == "avg_pool2d" else (
                 "dilation", "ceil_mode", "return_indices")
-            a = _args(node, names, {"stride": None, "padding": 0, "ceil_mode": False, "dilation": 1,
+            a = call_args(node, names, {"stride": None, "padding": 0, "ceil_mode": False, "dilation": 1,
                                     "return_indices": False, "divisor_override": None})
             if a.get("return_indices") or a.get("divisor_override") is not None:
                 raise _unsupported(node, name, "return_indices / divisor_override")

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from dnninfer.errors import UserError
+from dnninfer.graph.ops import bn_scale_shift, folds_into
 from dnninfer.quant.calibrate import warn_if_nonfinite
 from dnninfer.quant.kernels import Kernel, PackedWeights, make_kernel, pack
 from dnninfer.quant.quantizers import QuantConv2d, QuantLinear
@@ -56,16 +57,14 @@ def im2col_t(x: np.ndarray, kh: int, kw: int, stride: tuple[int, int],
 
 
 def _fold(layer: nn.Module, bn: nn.Module | None) -> tuple[np.ndarray, np.ndarray]:
-    """Per-output (scale, shift) of ``bn(layer_without_bias(x) + bias)``."""
+    """Per-output (scale, shift) of ``bn(layer_without_bias(x) + bias)``: the kernel applies the
+    scale after its additions, so the packed weights stay signed binary (graph/ops.py folding)."""
     n = layer.weight.shape[0]
-    bias = layer.bias.detach().double().numpy() if layer.bias is not None else np.zeros(n)
     if bn is None:
+        bias = layer.bias.detach().numpy() if layer.bias is not None else np.zeros(n)
         return np.ones(n, np.float32), bias.astype(np.float32)
-    g = bn.weight.detach().double().numpy() if bn.weight is not None else np.ones(n)
-    beta = bn.bias.detach().double().numpy() if bn.bias is not None else np.zeros(n)
-    s = g / np.sqrt(bn.running_var.detach().double().numpy() + bn.eps)
-    shift = (bias - bn.running_mean.detach().double().numpy()) * s + beta
-    return s.astype(np.float32), shift.astype(np.float32)
+    s, shift = bn_scale_shift(bn, layer.bias)
+    return s.float().numpy(), shift.float().numpy()
 
 
 @dataclass
@@ -156,8 +155,9 @@ def _conv_op(name: str, layer: nn.Conv2d, bn: nn.Module | None, kind: str | None
 
 
 def _bn_op(name: str, bn: nn.Module) -> _Op:
-    s = (bn.weight.detach() if bn.weight is not None else 1.0) / torch.sqrt(bn.running_var + bn.eps)
-    t = (bn.bias.detach() if bn.bias is not None else 0.0) - bn.running_mean * s
+    if bn.running_mean is None:
+        raise UserError(f"deploy: {name}: BatchNorm without running statistics (track_running_stats=False)")
+    s, t = bn_scale_shift(bn)
     s_np, t_np = s.float().numpy(), t.float().numpy()
 
     def run(x: np.ndarray) -> np.ndarray:
@@ -189,8 +189,7 @@ def deploy(model: nn.Module, *, kernels: dict[str, str] | None = None) -> Deploy
         name, m = mods[i]
         nxt = mods[i + 1][1] if i + 1 < len(mods) else None
         if isinstance(m, nn.Linear | nn.Conv2d):
-            bn_type = nn.BatchNorm1d if isinstance(m, nn.Linear) else nn.BatchNorm2d
-            bn = nxt if isinstance(nxt, bn_type) else None
+            bn = nxt if nxt is not None and folds_into(m, nxt) else None
             method = m.method if isinstance(m, QuantConv2d | QuantLinear) else "fp32"
             make = _linear_op if isinstance(m, nn.Linear) else _conv_op
             ops.append(make(name, m, bn, kernels.get(method)))  # type: ignore[arg-type]

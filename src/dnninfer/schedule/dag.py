@@ -22,7 +22,7 @@ import networkx as nx
 
 from dnninfer.errors import UserError
 from dnninfer.graph import Graph
-from dnninfer.graph.inplace import is_inplace
+from dnninfer.graph.ops import is_inplace, may_alias
 
 __all__ = ["SOURCE", "OpDAG", "estimate_cost_s"]
 
@@ -35,11 +35,6 @@ SOURCE = "<inputs>"
 _EST_FLOPS = 20e9
 _EST_BW = 8e9
 _EST_OVERHEAD_S = 5e-6
-
-#: Kinds whose output may be (or always is) a view of their first input. An in-place write to a
-#: view writes the base, so hazards are tracked per alias group. Over-approximating only adds
-#: ordering edges, never removes a needed one.
-_ALIAS_KINDS = frozenset({"reshape", "getitem", "dropout", "identity"})
 
 
 def estimate_cost_s(flops: int, nbytes: int) -> float:
@@ -285,10 +280,9 @@ def _inplace_hazards(graph: Graph, order: Sequence[str]) -> set[tuple[str, str]]
         info = graph.nodes[name]
         module = graph.gm.get_submodule(str(n.target)) if n.op == "call_module" else None
         first = next(iter(n.all_input_nodes), None)
-        mutates = is_inplace(n, module)
-        if mutates:
+        if is_inplace(n, module):
             inplace.append(name)
-        if first is not None and (mutates or info.kind in _ALIAS_KINDS):
+        if first is not None and may_alias(n, module, info.kind):  # graph/ops.py: writes and views
             parent[root(name)] = root(first.name)  # output aliases the first input
     if not inplace:
         return set()
