@@ -1,4 +1,4 @@
-"""The NASNet-like cell stack and the bench's model lookup; the bench's pure helpers."""
+"""The NASNet-like cell stack and the bench's model lookup; the bench's summary of its cases."""
 
 from __future__ import annotations
 
@@ -33,8 +33,8 @@ def test_zoo_names_pass_through_and_unknown_names_are_user_errors():
 
 
 def test_gpu_figures_are_null_with_a_reason_without_cuda():
-    from dnninfer.schedule.bench import _ours
     from dnninfer.schedule.gpu_bench import gpu_unavailable_reason
+    from dnninfer.schedule.summary import ours_of
 
     if torch.cuda.is_available():
         pytest.skip("has a GPU")
@@ -44,7 +44,28 @@ def test_gpu_figures_are_null_with_a_reason_without_cuda():
                        "vs_compile": None, "opara_order_vs_topo": 1.0, "best_mode": "lanes_opara",
                        "max_abs_error": 0.0, "streams": {"opara": 5, "nimble": 2}, "lanes": 2,
                        "reasons": {"ort_parallel": "export failed", "compile": "skipped"}}}}
-    ours = _ours(cpu, {}, reason, 2)
+    ours = ours_of(cpu, {}, reason, 2)
     assert ours["gpu_speedup_vs_cudagraph"] == {"m": None} and ours["gpu_reason"] == reason
     assert ours["cpu_speedup_vs_eager2"] == {"m": {"1": 1.1}} and ours["streams_used"] == {"m": 5}
     assert ours["ort_reasons"] == {"m": "export failed"}
+
+
+def test_gpu_headline_is_not_measured_without_cuda_and_the_best_case_with_it():
+    from dnninfer.schedule.report import CLAIMS
+    from dnninfer.schedule.summary import ours_of
+
+    headline = CLAIMS[0]
+    cpu = {m: {"1": {"vs_eager2": 1.0, "vs_ort_parallel": None, "vs_ort_sequential": None, "vs_eager1": 1.0,
+                     "vs_compile": None, "opara_order_vs_topo": 1.0, "best_mode": "eager2", "max_abs_error": 0.0,
+                     "streams": {"opara": 3, "nimble": 2}, "lanes": 2, "reasons": {}}} for m in ("a", "b")}
+    row = headline.row({"ours": ours_of(cpu, {}, "no CUDA device here", 2)})
+    assert (row["ours"], row["status"], row["note"]) == ("not measured", "not measured", "no CUDA device here")
+
+    def gpu(a: float, b: float) -> dict:
+        case = {"speedup_vs_compile": None, "speedup_vs_nimble": 1.0, "speedup_vs_topo_order": 1.0,
+                "max_abs_error": 0.0, "streams": 3, "notes": {}}
+        return {"a": {"1": {**case, "speedup_vs_cudagraph": a}}, "b": {"8": {**case, "speedup_vs_cudagraph": b}}}
+
+    row = headline.row({"ours": ours_of(cpu, gpu(1.2, 1.9), None, 2)})
+    assert (row["ours"], row["status"], row["note"]) == ("1.90x", "met", "best case: b b8")
+    assert headline.row({"ours": ours_of(cpu, gpu(1.5, 1.1), None, 2)})["status"] == "short"  # negative control

@@ -16,20 +16,20 @@ figure is null with the reason. Nothing GPU-side is estimated or simulated here.
 from __future__ import annotations
 
 import os
-import statistics
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils import _pytree as pytree
 
 from dnninfer.bench.harness import compare
 from dnninfer.bench.output import make_progress
 from dnninfer.bench.registry import BenchArgs, register_system
 from dnninfer.bench.stats import ratio_ci
 from dnninfer.errors import expected
-from dnninfer.report.section import ReportSection
+from dnninfer.graph import max_abs_diff
+from dnninfer.schedule.report import CLAIMS, plots, report_section
+from dnninfer.schedule.summary import ours_of
 
 PAPER = {
     "speedup_vs_cudagraph": 1.68,
@@ -56,12 +56,6 @@ def _add_arguments(p: Any) -> None:
     p.add_argument("--repeats", type=int, default=None, help="timed rounds per case")
     p.add_argument("--lanes", type=int, default=2, help="CPU lanes (streams cap) for our executor")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile (Inductor)")
-
-
-def _max_err(a: Any, b: Any) -> float:
-    la = [torch.as_tensor(x) for x in pytree.tree_leaves(a)]
-    lb = [torch.as_tensor(x) for x in pytree.tree_leaves(b)]
-    return max(float((x.float() - y.float()).abs().max()) for x, y in zip(la, lb, strict=True))
 
 
 def _eager(model: Any, inputs: Any, threads: int) -> Any:
@@ -98,16 +92,16 @@ def _cpu_case(name: str, batch: int, cfg: dict[str, Any], args: BenchArgs, lanes
     errors: dict[str, float] = {}
     with torch.no_grad():
         ref = _eager(model, fresh, 1)()
-        errors["eager2"] = _max_err(_eager(model, fresh, 2)(), ref)
+        errors["eager2"] = max_abs_diff(_eager(model, fresh, 2)(), ref)
         for mode, ex in execs.items():
-            errors[mode] = _max_err(ex(*fresh), ref)
+            errors[mode] = max_abs_diff(ex(*fresh), ref)
     cases: dict[str, Any] = {"eager1": _eager(model, x, 1), "eager2": _eager(model, x, 2)}
     cases.update({mode: (lambda ex=ex: ex(*x)) for mode, ex in execs.items()})
     try:
         onnx = onnx_bytes(model, x)
         for mode, parallel in (("ort_sequential", False), ("ort_parallel", True)):
             sess = ort_session(onnx, parallel=parallel, threads=lanes)
-            errors[mode] = _max_err(torch.from_numpy(sess(*fresh)), ref)
+            errors[mode] = max_abs_diff(torch.from_numpy(sess(*fresh)), ref)
             cases[mode] = lambda s=sess: s(*x)
     except BaselineUnavailable as e:
         reasons["ort_sequential"] = reasons["ort_parallel"] = str(e)
@@ -116,7 +110,7 @@ def _cpu_case(name: str, batch: int, cfg: dict[str, Any], args: BenchArgs, lanes
         try:
             fn, compile_s = compiled_cpu(model, x, threads=lanes)
             with torch.no_grad():
-                errors["compile"] = _max_err(fn(*fresh), ref)
+                errors["compile"] = max_abs_diff(fn(*fresh), ref)
 
             def run_compiled(fn: Any = fn) -> Any:
                 torch.set_num_threads(lanes)
@@ -183,14 +177,12 @@ def _loadavg() -> list[float] | None:
 
 
 @register_system("opara", description="Opara operator parallelism (streams/lanes) vs eager, ORT, torch.compile",
-                 report_section=lambda result, outdir: report_section(result, outdir),
-                 add_arguments=_add_arguments)
+                 report_section=report_section, add_arguments=_add_arguments, headline=CLAIMS[0])
 def bench_opara(args: BenchArgs) -> dict[str, Any]:
-    from dnninfer.graph import capture
     from dnninfer.schedule import models
-    from dnninfer.schedule.gpu_bench import gpu_case, gpu_unavailable_reason
+    from dnninfer.schedule.gpu_bench import gpu_cases, gpu_unavailable_reason
 
-    cfg = dict(SMOKE if args.smoke else QUICK if args.quick else FULL)
+    cfg = dict(args.pick(FULL, QUICK, SMOKE))
     if args.get("repeats"):
         cfg["repeats"] = args.get("repeats")
     names = args.get("models") or cfg["models"]
@@ -216,19 +208,11 @@ def bench_opara(args: BenchArgs) -> dict[str, Any]:
     gpu_reason = gpu_unavailable_reason()
     gpu: dict[str, dict[str, dict[str, Any]]] = {}
     if gpu_reason is None:
-        for name in names:
-            for b in batches:
-                model = models.build(name, seed=args.seed)
-                x = models.example_inputs(name, batch=b, seed=args.seed)
-                fresh = models.example_inputs(name, batch=b, seed=args.seed + 1)
-                g = capture(model, x, name=name)
-                r, s = gpu_case(name, b, model, g, x, fresh, warmup=cfg["warmup"],
-                                repeats=max(cfg["repeats"], 50 if args.quick else 300), seed=args.seed,
-                                use_compile=use_compile)
-                rows += r
-                gpu.setdefault(name, {})[str(b)] = s
+        gpu_rows, gpu = gpu_cases(names, batches, warmup=cfg["warmup"], repeats=max(cfg["repeats"], args.pick(300, 50)),
+                                  seed=args.seed, use_compile=use_compile)
+        rows += gpu_rows
 
-    ours = _ours(cpu, gpu, gpu_reason, lanes)
+    ours = ours_of(cpu, gpu, gpu_reason, lanes)
     result = {"paper": PAPER, "ours": ours, "rows": rows,
               "config": {"models": list(names), "batches": list(batches), "repeats": cfg["repeats"],
                          "warmup": cfg["warmup"], "lanes": lanes, "intra_threads_per_lane": 1,
@@ -239,100 +223,3 @@ def bench_opara(args: BenchArgs) -> dict[str, Any]:
     if args.out:
         plots(result, Path(args.out))
     return result
-
-
-def _per_model(cpu: dict[str, dict[str, dict[str, Any]]], key: str) -> dict[str, dict[str, Any]]:
-    return {m: {b: s[key] for b, s in per.items()} for m, per in cpu.items()}
-
-
-def _ours(cpu: dict, gpu: dict, gpu_reason: str | None, lanes: int) -> dict[str, Any]:
-    all_cpu = [s for per in cpu.values() for s in per.values()]
-    ort_reasons = {m: s["reasons"].get("ort_parallel") for m, per in cpu.items() for s in per.values()
-                   if s["reasons"].get("ort_parallel")}
-    compile_reasons = sorted({s["reasons"]["compile"] for s in all_cpu if "compile" in s["reasons"]})
-    ours: dict[str, Any] = {
-        "cpu_speedup_vs_eager2": _per_model(cpu, "vs_eager2"),
-        "cpu_speedup_vs_ort_parallel": _per_model(cpu, "vs_ort_parallel"),
-        "cpu_speedup_vs_ort_sequential": _per_model(cpu, "vs_ort_sequential"),
-        "cpu_speedup_vs_eager1": _per_model(cpu, "vs_eager1"),
-        "cpu_speedup_vs_compile": _per_model(cpu, "vs_compile"),
-        "cpu_opara_order_vs_topo_order": _per_model(cpu, "opara_order_vs_topo"),
-        "cpu_best_mode": _per_model(cpu, "best_mode"),
-        "cpu_median_speedup_vs_eager2": statistics.median(s["vs_eager2"] for s in all_cpu),
-        "cpu_lanes": lanes,
-        "ort_reasons": ort_reasons or None,
-        "compile_reason": compile_reasons[0] if compile_reasons else None,
-        "streams_used": {m: next(iter(per.values()))["streams"]["opara"] for m, per in cpu.items()},
-        "streams_by_algo": {m: next(iter(per.values()))["streams"] for m, per in cpu.items()},
-    }
-    errs = [s["max_abs_error"] for s in all_cpu]
-    if gpu:
-        ours["gpu_speedup_vs_cudagraph"] = _per_model(gpu, "speedup_vs_cudagraph")
-        ours["gpu_speedup_vs_compile"] = _per_model(gpu, "speedup_vs_compile")
-        ours["gpu_speedup_vs_nimble"] = _per_model(gpu, "speedup_vs_nimble")
-        ours["gpu_reason"] = None
-        errs += [s["max_abs_error"] for per in gpu.values() for s in per.values()]
-    else:
-        ours["gpu_speedup_vs_cudagraph"] = dict.fromkeys(cpu)
-        ours["gpu_speedup_vs_compile"] = dict.fromkeys(cpu)
-        ours["gpu_speedup_vs_nimble"] = dict.fromkeys(cpu)
-        ours["gpu_reason"] = gpu_reason
-    ours["max_abs_error"] = max(errs)
-    return ours
-
-
-# -- report ---------------------------------------------------------------------------------------
-def plots(result: dict[str, Any], outdir: Path) -> list[Path]:
-    """CPU speedup of every mode over eager with 2 threads, per model and batch."""
-    from matplotlib.figure import Figure
-
-    rows = [r for r in result["rows"] if r["device"] == "cpu" and r.get("speedup_vs_eager2") is not None]
-    if not rows:
-        return []
-    outdir.mkdir(parents=True, exist_ok=True)
-    cases = list(dict.fromkeys((r["model"], r["batch"]) for r in rows))
-    modes = [m for m in CPU_MODES if m != "eager2" and any(r["mode"] == m for r in rows)]
-    fig = Figure(figsize=(max(7.0, 1.3 * len(cases) + 2), 4.2), layout="constrained")
-    ax = fig.subplots()
-    width = 0.8 / max(len(modes), 1)
-    for i, m in enumerate(modes):
-        vals = [next((r["speedup_vs_eager2"] for r in rows if (r["model"], r["batch"]) == c and r["mode"] == m),
-                     float("nan")) for c in cases]
-        ax.bar([j + i * width for j in range(len(cases))], vals, width, label=m)
-    ax.axhline(1.0, color="#59636e", linestyle="--", linewidth=1)
-    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(cases))], [f"{m}\nb{b}" for m, b in cases])
-    ax.set_ylabel("speedup vs eager, 2 threads")
-    ax.set_title("CPU: operator-parallel lanes and baselines (same 2 cores)")
-    ax.legend(ncol=3, fontsize=8)
-    path = outdir / "opara_cpu_speedup.png"
-    fig.savefig(path, dpi=110)
-    return [path]
-
-
-def report_section(result: dict[str, Any], outdir: Path) -> ReportSection:
-    from dnninfer.report.html import figure_html, table_html
-
-    images = plots(result, outdir)
-    ours, paper = result["ours"], result["paper"]
-    head = [
-        {"figure": "GPU: Opara / sequential CUDA Graph", "paper": paper["speedup_vs_cudagraph"],
-         "ours": ours["gpu_speedup_vs_cudagraph"] if not ours.get("gpu_reason") else ours["gpu_reason"]},
-        {"figure": "GPU: Opara / Nimble", "paper": paper["speedup_vs_nimble"],
-         "ours": ours["gpu_speedup_vs_nimble"] if not ours.get("gpu_reason") else "not measured"},
-        {"figure": "GoogLeNet streams, Opara / Nimble",
-         "paper": f"{paper['googlenet_streams_opara']} / {paper['googlenet_streams_nimble']}",
-         "ours": "{} / {}".format(*(ours["streams_by_algo"].get("googlenet", {}).get(a) for a in ("opara", "nimble")))},
-        {"figure": "CPU: median lanes / eager 2 threads", "paper": "", "ours": ours["cpu_median_speedup_vs_eager2"]},
-        {"figure": "max |ours - eager|", "paper": "", "ours": ours["max_abs_error"]},
-    ]
-    per = [{"model": m, "batch": b, "vs_eager2": v, "vs_ort_parallel": ours["cpu_speedup_vs_ort_parallel"][m][b],
-            "opara_vs_topo_order": ours["cpu_opara_order_vs_topo_order"][m][b],
-            "best_mode": ours["cpu_best_mode"][m][b], "streams (opara, uncapped)": ours["streams_used"][m]}
-           for m, bs in ours["cpu_speedup_vs_eager2"].items() for b, v in bs.items()]
-    parts = ["<p>CPU figures are measured here (interleaved, threads pinned). GPU figures are measured only "
-             "where a CUDA device exists; otherwise they are null with the reason.</p>",
-             table_html(head, ["figure", "paper", "ours"]), "<h3>CPU speedups of our lanes (Opara order)</h3>",
-             table_html(per)]
-    parts += [figure_html(p, "CPU speedup over eager with 2 threads, every mode.", base=outdir) for p in images]
-    parts += ["<h3>Rows</h3>", table_html(result["rows"])]
-    return ReportSection(title="Opara: operator-parallel inference", html="\n".join(parts), images=images)

@@ -22,12 +22,12 @@ from torch.utils import _pytree as pytree
 
 from dnninfer.bench.harness import Timing, round_orders
 from dnninfer.bench.stats import ratio_ci
-from dnninfer.graph import Graph
+from dnninfer.graph import Graph, max_abs_diff
 from dnninfer.schedule.cuda import CudaStreamGraph, cuda_node_profile
 from dnninfer.schedule.dag import OpDAG
 from dnninfer.schedule.plan import make_plan
 
-__all__ = ["GPU_PLANS", "gpu_case", "gpu_unavailable_reason", "time_cuda"]
+__all__ = ["GPU_PLANS", "gpu_case", "gpu_cases", "gpu_unavailable_reason", "time_cuda"]
 
 #: mode -> (algo, order) for our executor
 GPU_PLANS = {
@@ -65,11 +65,6 @@ def time_cuda(cases: Mapping[str, Callable[[], Any]], *, warmup: int, repeats: i
             end.synchronize()
             samples[name].append(start.elapsed_time(end) * 1e-3)
     return {k: Timing.from_samples(v) for k, v in samples.items()}
-
-
-def _max_err(a: Any, b: Any) -> float:
-    return max(float((x.float() - y.float()).abs().max()) for x, y in
-               zip(pytree.tree_leaves(a), pytree.tree_leaves(b), strict=True))
 
 
 def _cuda_graph_of(model: nn.Module, inputs: Sequence[torch.Tensor]) -> Callable[..., Any]:
@@ -122,7 +117,7 @@ def gpu_case(
         torch.cuda.reset_peak_memory_stats()
         base = _cuda_graph_of(gm_model, x)
         peak["cudagraph"] = torch.cuda.max_memory_allocated() / 2**20
-        errors["cudagraph"] = _max_err(pytree.tree_map(torch.clone, base(*xf)), ref)
+        errors["cudagraph"] = max_abs_diff(pytree.tree_map(torch.clone, base(*xf)), ref)
         cases["cudagraph"] = lambda: base(*x)
         if use_compile:
             try:
@@ -131,7 +126,7 @@ def gpu_case(
                 for _ in range(3):
                     compiled(*x)
                 notes["compile_s"] = f"{time.perf_counter() - t0:.1f}"
-                errors["compile"] = _max_err(pytree.tree_map(torch.clone, compiled(*xf)), ref)
+                errors["compile"] = max_abs_diff(pytree.tree_map(torch.clone, compiled(*xf)), ref)
                 cases["compile"] = lambda: compiled(*x)
             except Exception as e:  # an Inductor failure is a finding, not a crash
                 notes["compile"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
@@ -143,7 +138,7 @@ def gpu_case(
             torch.cuda.reset_peak_memory_stats()
             runner = CudaStreamGraph(graph, plan, dag, inputs=x, copy_outputs=False)
             peak[mode] = torch.cuda.max_memory_allocated() / 2**20
-            errors[mode] = _max_err(pytree.tree_map(torch.clone, runner(*xf)), ref)
+            errors[mode] = max_abs_diff(pytree.tree_map(torch.clone, runner(*xf)), ref)
             streams[mode] = plan.num_streams
             cases[mode] = lambda r=runner: r(*x)
         timings = time_cuda(cases, warmup=warmup, repeats=repeats, seed=seed)
@@ -168,3 +163,23 @@ def gpu_case(
         "notes": notes,
     }
     return rows, summary
+
+
+def gpu_cases(names: Sequence[str], batches: Sequence[int], *, warmup: int, repeats: int, seed: int = 0,
+              use_compile: bool = True) -> tuple[list[dict[str, Any]], dict[str, dict[str, dict[str, Any]]]]:
+    """``gpu_case`` for every (model, batch): all rows, and the summaries as model -> str(batch)."""
+    from dnninfer.graph import capture
+    from dnninfer.schedule import models
+
+    rows: list[dict[str, Any]] = []
+    summaries: dict[str, dict[str, dict[str, Any]]] = {}
+    for name in names:
+        for b in batches:
+            model = models.build(name, seed=seed)
+            x = models.example_inputs(name, batch=b, seed=seed)
+            fresh = models.example_inputs(name, batch=b, seed=seed + 1)
+            r, s = gpu_case(name, b, model, capture(model, x, name=name), x, fresh, warmup=warmup, repeats=repeats,
+                            seed=seed, use_compile=use_compile)
+            rows += r
+            summaries.setdefault(name, {})[str(b)] = s
+    return rows, summaries
