@@ -15,19 +15,19 @@ training and 64 test images, 1 epoch, a few timing rounds (figures not meant to 
 
 from __future__ import annotations
 
-import math
 import statistics
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from dnninfer.adaptive.measure import device_costs, methods, perturb, time_methods
+from dnninfer.adaptive.measure import device_costs, methods, time_methods
 from dnninfer.adaptive.pipeline import CBNetConfig, Trained, fit
+from dnninfer.adaptive.report import CLAIMS, plots, report_section
+from dnninfer.adaptive.sweeps import hard_fraction_sweep, threshold_rows
 from dnninfer.bench.harness import ratios
 from dnninfer.bench.output import err_console
 from dnninfer.bench.registry import BenchArgs, register_system
-from dnninfer.report.section import ReportSection
 
 PAPER = {
     "latency_speedup": 4.8,
@@ -59,8 +59,6 @@ SMOKE = {"epochs": 1, "ae_epochs": 2, "lr": 3e-3, "ae_lr": 3e-3, "batch": 32, "s
 FULL = {"epochs": 40, "ae_epochs": 100, "lr": 1e-3, "ae_lr": 3e-3, "batch": 32, "seeds": (0, 1, 2),
         "b1_repeats": 1000, "b1_warmup": 50, "b64_repeats": 100, "b64_warmup": 5}
 DEVICES = ("host", "rpi4", "jetson_nano")
-HARD_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0)
-HEADLINE = ("full", "branchynet", "cbnet")
 
 
 def _add_arguments(p: Any) -> None:
@@ -85,12 +83,11 @@ def _config(args: BenchArgs, cfg: dict[str, Any], seed: int) -> CBNetConfig:
 
 
 @register_system("cbnet", description="CBNet converting autoencoder vs BranchyNet early exit vs the full DNN",
-                 report_section=lambda result, outdir: report_section(result, outdir),
-                 add_arguments=_add_arguments)
+                 report_section=report_section, add_arguments=_add_arguments, headline=CLAIMS[0])
 def bench_cbnet(args: BenchArgs) -> dict[str, Any]:
     from dnninfer.cost import load_device
 
-    cfg = SMOKE if args.smoke else QUICK if args.quick else FULL
+    cfg = args.pick(FULL, QUICK, SMOKE)
     seeds = [args.seed + s for s in cfg["seeds"]]
     devices = [load_device(d) for d in DEVICES]
     with torch.random.fork_rng():
@@ -114,7 +111,7 @@ def bench_cbnet(args: BenchArgs) -> dict[str, Any]:
         protocol = _paper_protocol(trained, ms, cfg, args.seed)
     result = _assemble(trained, ms, t1, t64, devices, seed_rows)
     result["ours"]["paper_protocol"] = protocol
-    result["hard_fraction"] = _hard_fraction(trained, ms, t1, args.seed)
+    result["hard_fraction"] = hard_fraction_sweep(trained, ms, t1, args.seed)
     result["config"] = {**trained.config.to_dict(), "seeds": seeds, "timing": {
         k: cfg[k] for k in ("b1_repeats", "b1_warmup", "b64_repeats", "b64_warmup")}, "threads": 1,
         "framework": f"PyTorch {torch.__version__} eager, fp32, inference_mode", "devices": list(DEVICES)}
@@ -197,7 +194,7 @@ def _assemble(trained: Trained, ms: dict, t1: dict, t64: dict, devices: list, se
                 **{f"{d}_pred_mj": v["joules"] * 1e3 for d, v in dev.items()},
                 "description": ms[k].description,
             })
-    return {"paper": PAPER, "ours": ours, "rows": rows, "sweep": _sweep(trained, ms, t1), "seeds": seed_rows,
+    return {"paper": PAPER, "ours": ours, "rows": rows, "sweep": threshold_rows(trained, ms, t1), "seeds": seed_rows,
             "training": {"history_last": {k: v[-1] for k, v in trained.history.items()},
                          "ae_bce_first_last": {k: [v[0], v[-1]] for k, v in trained.history.items()
                                                if k.startswith("ae_")},
@@ -225,179 +222,3 @@ def _paper_protocol(trained: Trained, ms: dict, cfg: dict[str, Any], seed: int) 
             "speedup_vs_full": full / cb, "speedup_vs_branchynet": bn / cb,
             "note": f"per image; AE batched over all {len(tx)} test images, classifiers at batch {n10} "
                     "(the released notebooks' protocol, not a like-for-like comparison)"}
-
-
-def _modelled_b1_ms(f1: float, t1: dict) -> float:
-    """BranchyNet batch-1 latency mixed from the two measured paths by the exit-1 share."""
-    return (f1 * t1["bnet_exit1_always"].median + (1 - f1) * t1["bnet_exit1_never"].median) * 1e3
-
-
-def _sweep(trained: Trained, ms: dict, t1: dict) -> list[dict[str, Any]]:
-    from dnninfer.adaptive.branchynet import default_sweep_grid, exit_outputs, threshold_sweep
-
-    outs = exit_outputs(trained.bnet, trained.split.test_x)
-    grid = sorted({*default_sweep_grid(outs.entropies[0], 20), trained.threshold})
-    e1, en = ms["bnet_exit1_always"].macs_per_image, ms["bnet_exit1_never"].macs_per_image
-    return [{"threshold": p.threshold if math.isfinite(p.threshold) else None, "accuracy": p.accuracy,
-             "exit1_fraction": p.exit1_fraction, "macs_per_image": p.exit1_fraction * e1 + (1 - p.exit1_fraction) * en,
-             "latency_ms_b1_modelled": _modelled_b1_ms(p.exit1_fraction, t1),
-             "operating_point": p.threshold == trained.threshold}
-            for p in threshold_sweep(outs, trained.split.test_y, grid)]
-
-
-def _hard_fraction(trained: Trained, ms: dict, t1: dict, seed: int) -> list[dict[str, Any]]:
-    """Accuracy, exit-1 share and modelled batch-1 latency as a growing share of test images is
-    perturbed (rotation, shift, noise): CBNet's premise is that BranchyNet slows down as inputs get
-    harder while CBNet's cost stays fixed."""
-    from dnninfer.adaptive.branchynet import early_exit, softmax_entropy
-
-    rows = []
-    tx, ty = trained.split.test_x, trained.split.test_y
-    t = trained.threshold
-    with torch.inference_mode():
-        for frac in HARD_FRACTIONS:
-            x, _ = perturb(tx, frac, seed=seed + 7)
-            res = early_exit(trained.bnet, x, t)
-            f1 = float((res.exit == 0).float().mean())
-            g = trained.guarded.decide(x)
-            fb = float(g.fell_back.float().mean())
-            for k in ("full", "branchynet", "light", *[n for n in ms if n.startswith("cbnet")]):
-                m = ms[k]
-                if k == "branchynet":
-                    logits, lat = res.logits, _modelled_b1_ms(f1, t1)
-                    mac = f1 * ms["bnet_exit1_always"].macs_per_image + (1 - f1) * ms["bnet_exit1_never"].macs_per_image
-                elif k == "cbnet_guarded":
-                    logits = g.logits
-                    lat = (t1["cbnet"].median + fb * t1["full"].median) * 1e3
-                    mac = ms["cbnet"].macs_per_image + fb * ms["full"].macs_per_image
-                else:
-                    logits, lat, mac = m.fn(x), t1[k].median * 1e3, m.macs_per_image
-                row = {"hard_fraction": frac, "method": k, "accuracy": float((logits.argmax(1) == ty).float().mean()),
-                       "latency_ms_b1_modelled": lat, "macs_per_image": mac}
-                if k == "branchynet":
-                    row["exit1_fraction"] = f1
-                elif k.startswith("cbnet") and k != "cbnet_guarded":
-                    cb = trained.cbnets[_ae_of(trained, k)]
-                    ent = softmax_entropy(cb.light(cb.ae(x)))
-                    row["exit1_fraction"] = float((ent < t).float().mean())
-                elif k == "cbnet_guarded":
-                    row["fallback_fraction"] = fb
-                rows.append(row)
-    return rows
-
-
-def _ae_of(trained: Trained, method: str) -> str:
-    return next(k for k in trained.cbnets if trained.method_name(k) == method)
-
-
-# -- plots and report ------------------------------------------------------------------------------
-
-_COLORS = {"full": "#444444", "branchynet": "#d62728", "light": "#9467bd", "cbnet": "#1f77b4",
-           "cbnet_conv": "#17becf", "cbnet_guarded": "#2ca02c"}
-
-
-def plots(result: dict[str, Any], outdir: Path) -> list[Path]:
-    """Accuracy vs batch-1 latency per method with BranchyNet's threshold sweep; the sweep itself;
-    the hard-fraction sweep."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    outdir.mkdir(parents=True, exist_ok=True)
-    ours, sweep = result["ours"], result["sweep"]
-    paths = []
-
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
-    for ax, key, label in ((axes[0], "latency_ms_b1", "batch 1"), (axes[1], "latency_ms_b64", "batch 64")):
-        lat = ours.get(key) or {}
-        acc = ours.get("accuracy_single_seed") or ours["accuracy"]
-        for k, v in lat.items():
-            ax.scatter([v * 1e3], [acc[k] * 100], s=60, color=_COLORS.get(k), label=k, zorder=3)
-        if key == "latency_ms_b1":
-            ax.plot([p["latency_ms_b1_modelled"] * 1e3 for p in sweep], [p["accuracy"] * 100 for p in sweep],
-                    "--", color=_COLORS["branchynet"], alpha=0.6, label="branchynet sweep (modelled)")
-        ax.set_xlabel(f"host latency per image, {label} (µs, measured)")
-        ax.set_ylabel("test accuracy (%)")
-        ax.set_title(f"Accuracy vs latency, {label}")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.suptitle(f"{ours['dataset']} {ours['image_shape']}, {ours['backbone']}")
-    fig.tight_layout()
-    paths.append(outdir / "cbnet_accuracy_latency.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    pts = [p for p in sweep if p["threshold"] not in (None, 0.0)]
-    ax.plot([p["threshold"] for p in pts], [p["accuracy"] * 100 for p in pts], "o-", label="accuracy (%)")
-    ax.plot([p["threshold"] for p in pts], [p["exit1_fraction"] * 100 for p in pts], "s-", label="exit-1 share (%)")
-    ax.axvline(ours["threshold_nats"], color="#888", linestyle="--", label="operating T")
-    ax.set_xscale("log")
-    ax.set_xlabel("entropy threshold T (nats)")
-    ax.set_title("BranchyNet threshold sweep (test split)")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    paths.append(outdir / "cbnet_branchynet_sweep.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
-
-    hard = result.get("hard_fraction") or []
-    if hard:
-        fig, axes = plt.subplots(1, 2, figsize=(12, 4.3))
-        for k in dict.fromkeys(r["method"] for r in hard):
-            rs = [r for r in hard if r["method"] == k]
-            xs = [r["hard_fraction"] * 100 for r in rs]
-            axes[0].plot(xs, [r["latency_ms_b1_modelled"] * 1e3 for r in rs], "o-", color=_COLORS.get(k), label=k)
-            axes[1].plot(xs, [r["accuracy"] * 100 for r in rs], "o-", color=_COLORS.get(k), label=k)
-        axes[0].set_ylabel("batch-1 latency (µs; BranchyNet, guarded: modelled)")
-        axes[1].set_ylabel("accuracy (%)")
-        for ax in axes:
-            ax.set_xlabel("perturbed test images (%)")
-            ax.grid(alpha=0.3)
-        axes[0].legend(fontsize=8)
-        fig.suptitle("Harder inputs: rotation ±20°, shift, noise on a growing share of the test split")
-        fig.tight_layout()
-        paths.append(outdir / "cbnet_hard_fraction.png")
-        fig.savefig(paths[-1], dpi=110)
-        plt.close(fig)
-    return paths
-
-
-def report_section(result: dict[str, Any], outdir: Path) -> ReportSection:
-    from dnninfer.report.html import figure_html, table_html
-
-    images = plots(result, outdir)
-    ours, paper = result["ours"], result["paper"]
-    sp_f, sp_b = ours["speedup_vs_full"], ours["speedup_vs_branchynet"]
-    head = [
-        {"figure": "CBNet latency speedup vs full DNN (b1 / b64)", "paper": f"up to {paper['latency_speedup']}x",
-         "ours": f"{sp_f['b1']:.2f}x / {sp_f.get('b64', float('nan')):.2f}x"},
-        {"figure": "CBNet latency speedup vs BranchyNet (b1 / b64)", "paper": "1.1-3.8x (released notebooks)",
-         "ours": f"{sp_b['b1']:.2f}x / {sp_b.get('b64', float('nan')):.2f}x"},
-        {"figure": "same, timed as the notebooks (AE batched over the test set, classifiers at batch 10)",
-         "paper": "", "ours": f"{ours['paper_protocol']['speedup_vs_full']:.2f}x vs full, "
-                             f"{ours['paper_protocol']['speedup_vs_branchynet']:.2f}x vs BranchyNet"},
-        {"figure": "CBNet energy reduction vs full DNN, rpi4 (b1, predicted)", "paper": "≈80% (vs LeNet)",
-         "ours": f"{ours['energy_reduction_vs_full']['rpi4']['b1']:.0%}"},
-        {"figure": "CBNet energy reduction vs BranchyNet, rpi4 (b1, predicted)",
-         "paper": f"up to {paper['energy_reduction']:.0%}",
-         "ours": f"{ours['energy_reduction_vs_branchynet']['rpi4']['b1']:.0%}"},
-    ]
-    per = [{"method": k, "accuracy": ours["accuracy"][k], "macs": ours["macs_per_image"][k],
-            "b1_ms": ours["latency_ms_b1"][k], "b1_p90_ms": ours["latency_p90_ms_b1"][k],
-            "b64_ms_per_image": ours["latency_ms_b64"].get(k), "throughput_b64": ours["throughput_ips_b64"].get(k),
-            "rpi4_mj_b1": ours["energy_mj_per_image_b1"]["rpi4"][k]} for k in ours["accuracy"]]
-    parts = [
-        f"<p>Measured: accuracy, host latency, throughput. Predicted: device latency and energy. "
-        f"{paper['timing_caveat']}</p>",
-        table_html(head, ["figure", "paper", "ours"]), "<h3>Methods</h3>", table_html(per),
-    ]
-    captions = ["Accuracy vs measured host latency per method (BranchyNet sweep modelled from its two measured paths).",
-                "BranchyNet: accuracy and exit-1 share vs entropy threshold.",
-                "Growing share of perturbed inputs: modelled batch-1 latency and accuracy."]
-    parts += [figure_html(p, c, base=outdir) for p, c in zip(images, captions, strict=False)]
-    parts += ["<h3>Rows</h3>", table_html([{k: v for k, v in r.items() if k != "description"} for r in result["rows"]])]
-    return ReportSection(title="CBNet: converting autoencoder vs BranchyNet vs full DNN", html="\n".join(parts),
-                         images=images)
