@@ -27,7 +27,7 @@ import numpy as np
 
 from dnninfer.bench.output import make_progress
 from dnninfer.bench.registry import BenchArgs, register_system
-from dnninfer.report.section import ReportSection
+from dnninfer.quant.report import CLAIMS, plots, report_section
 
 PAPER = {
     "density_reduction_vs_binary": 2.8,
@@ -42,7 +42,6 @@ PAPER = {
               "Speed measured with SumMerge (ICS 2021) on real CPUs.",
 }
 METHODS = ("fp32", "binary", "ternary", "signed")
-KERNEL_CASES = ("fp32_blas", "dense_pm1", "binary_2pos", "ternary", "signed")
 QUICK: dict[str, Any] = {"widths": (0.5, 1.25), "seeds": 8, "epochs": 12, "kernel_width": 1.25,
                          "shapes": ((1, 1152, 128), (32, 576, 64)), "warmup": 3, "repeats": 15}
 #: --smoke: both widths (a matched pair), 2 paired seeds, every kernel on the trained layer + one synthetic shape.
@@ -62,15 +61,15 @@ def _add_arguments(p: Any) -> None:
 @register_system("signed-binary",
                  description="Signed binarization (PLUM) vs binary/ternary/fp32: accuracy at matched non-zeros, "
                              "add-only kernel speed",
-                 report_section=lambda result, outdir: report_section(result, outdir),
-                 add_arguments=_add_arguments)
+                 report_section=report_section, add_arguments=_add_arguments, headline=CLAIMS[0])
 def bench_signed_binary(args: BenchArgs) -> dict[str, Any]:
     import numba
     from threadpoolctl import threadpool_limits
 
-    from dnninfer.bench.harness import pinned_threads
+    from dnninfer.env import pinned_threads
+    from dnninfer.quant.speed import time_kernels
 
-    cfg = dict(SMOKE if args.smoke else QUICK if args.quick else FULL)
+    cfg = dict(args.pick(FULL, QUICK, SMOKE))
     cfg["widths"] = tuple(args.get("widths") or cfg["widths"])
     cfg["seeds"] = args.get("seeds") or cfg["seeds"]
     cfg["epochs"] = args.get("epochs") or cfg["epochs"]
@@ -80,8 +79,10 @@ def bench_signed_binary(args: BenchArgs) -> dict[str, Any]:
     numba.set_num_threads(1)
     with pinned_threads(1), threadpool_limits(1):
         runs, models = _train_all(cfg, seeds)
-        deploy_err = _deploy_check(models, seeds[0])
-        kernel_rows = _time_kernels(cfg, runs, models, seeds[0])
+        deploy_err = _deploy_check(models)
+        trained, x_test = _trained_first_layers(models, cfg["kernel_width"])
+        kernel_rows = time_kernels(trained, x_test, runs, shapes=cfg["shapes"], warmup=cfg["warmup"],
+                                   repeats=cfg["repeats"], seed=seeds[0])
     result = _summarise(cfg, seeds, runs, kernel_rows, deploy_err)
     if args.out:
         plots(result, Path(args.out))
@@ -114,122 +115,37 @@ def _train_all(cfg: dict[str, Any], seeds: list[int]) -> tuple[list[dict[str, An
     return runs, models
 
 
-def _deploy_check(models: dict[tuple, Any], seed: int) -> float:
+def _deploy_check(models: dict[tuple, Any]) -> float:
     """Max |deploy(model)(x) - model(x)| over every method and width of the first seed (test set)."""
     import torch
 
+    from dnninfer.graph.compare import max_abs_diff
     from dnninfer.quant.engine import deploy
 
-    worst = 0.0
+    refs, outs = [], []
     for model, split in models.values():
         model.eval()
         with torch.no_grad():
-            ref = model(split.test_x).numpy()
-        worst = max(worst, float(np.abs(deploy(model)(split.test_x) - ref).max()))
-    return worst
+            refs.append(model(split.test_x))
+        outs.append(deploy(model)(split.test_x))
+    return max_abs_diff(outs, refs)
 
 
-# -- part 2: kernels ------------------------------------------------------------------------------
-def synthetic_weights(n: int, k: int, method: str, density: float, rng: np.random.Generator) -> np.ndarray:
-    """A +-1/0 pattern for ``method``: binary random signs; ternary a Bernoulli(density) mask with
-    random signs; signed a Bernoulli(density) mask with PLUM's layout (first half +, rest -)."""
-    signs = np.where(rng.random((n, k)) < 0.5, 1.0, -1.0)
-    if method == "binary":
-        return signs.astype(np.float32)
-    mask = rng.random((n, k)) < density
-    if method == "ternary":
-        return (mask * signs).astype(np.float32)
-    layout = np.where(np.arange(n) < n // 2, 1.0, -1.0)[:, None]
-    return (mask * layout).astype(np.float32)
-
-
-def _kernels_for(weights: dict[str, np.ndarray]) -> dict[str, Any]:
-    from dnninfer.quant.kernels import make_kernel, pack
-
-    pb = pack(weights["binary"], "binary")
-    return {
-        "fp32_blas": make_kernel(pack(weights["fp32"], "fp32")),
-        "dense_pm1": make_kernel(pb, kind="dense_pm1"),
-        "binary_2pos": make_kernel(pb, kind="binary_2pos"),
-        "ternary": make_kernel(pack(weights["ternary"], "ternary")),
-        "signed": make_kernel(pack(weights["signed"], "signed")),
-    }
-
-
-def _time_shape(label: str, source: str, x: np.ndarray, weights: dict[str, np.ndarray], cfg: dict[str, Any],
-                seed: int) -> dict[str, Any]:
-    from dnninfer.bench.harness import compare
-    from dnninfer.bench.stats import ratio_ci
-    from dnninfer.quant.kernels import reference_gemm
-
-    kernels = _kernels_for(weights)
-    m, k = x.shape
-    n = weights["signed"].shape[0]
-    xt = np.ascontiguousarray(x.T)
-    # One output buffer shared by every kernel: the GEMM loops' speed depends on where ``out`` lies
-    # relative to ``xt`` (store/load address aliasing, up to 3x on the dev box), so separate buffers
-    # would hand each kernel a different, allocation-dependent handicap.
-    out = np.empty((n, m), np.float32)
-    err = 0.0
-    for name, kern in kernels.items():  # correctness first (also compiles)
-        w = weights[{"dense_pm1": "binary", "binary_2pos": "binary", "fp32_blas": "fp32"}.get(name, name)]
-        ref = reference_gemm(x, w)
-        err = max(err, float(np.abs(kern.run_t(xt, out).T - ref).max() / max(1.0, np.abs(ref).max())))
-    cases = {name: (lambda kern=kern: kern.run_t(xt, out)) for name, kern in kernels.items()}
-    t = compare(cases, warmup=cfg["warmup"], repeats=cfg["repeats"], seed=seed, progress=False,
-                description=f"kernels {label}")
-    best_binary = min(("dense_pm1", "binary_2pos"), key=lambda c: t[c].median)
-    row: dict[str, Any] = {"kind": "kernel", "shape": label, "source": source, "M": m, "K": k, "N": n,
-                           "density_ternary": float((weights["ternary"] != 0).mean()),
-                           "density_signed": float((weights["signed"] != 0).mean()),
-                           "max_rel_err": err}
-    for name in KERNEL_CASES:
-        row[f"{name}_ms"] = t[name].median * 1e3
-        row[f"{name}_iqr_ms"] = t[name].iqr * 1e3
-        row[f"{name}_adds_per_output"] = kernels[name].adds_per_output()
-    for ref_name, key in (("binary_2pos", "vs_binary"), ("ternary", "vs_ternary"), (best_binary, "vs_best_binary"),
-                          ("dense_pm1", "vs_dense_pm1"), ("fp32_blas", "vs_fp32_blas")):
-        r = ratio_ci(t[ref_name].samples, t["signed"].samples, names=(ref_name, "signed"), seed=seed)
-        row[f"speedup_{key}"] = r.ratio
-        row[f"speedup_{key}_ci"] = [r.lo, r.hi]
-    row["best_binary_kernel"] = best_binary
-    return row
-
-
-def _time_kernels(cfg: dict[str, Any], runs: list[dict[str, Any]], models: dict[tuple, Any],
-                  seed: int) -> list[dict[str, Any]]:
+# -- part 2: kernels (timed in quant/speed.py) ----------------------------------------------------
+def _trained_first_layers(models: dict[tuple, Any], width: float) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Each method's quantised first-layer weights at ``width`` and the flattened test set: the
+    trained shape of the kernel timing."""
     import torch
 
     from dnninfer.quant.quantizers import quant_layers
 
-    rng = np.random.default_rng(seed)
-    density = {m: statistics.fmean(r["density"] for r in runs if r["method"] == m) for m in ("ternary", "signed")}
-    todo: list[tuple[str, str, np.ndarray, dict[str, np.ndarray]]] = []
-    # (a) the trained first layer, each method's own weights, the whole test set as M
-    width = cfg["kernel_width"]
     trained = {}
     for method in METHODS:
         layer = quant_layers(models[(method, width)][0])[0][1]
         with torch.no_grad():
             trained[method] = layer.quantized_weight().numpy().reshape(layer.weight.shape[0], -1)
     test_x = models[("signed", width)][1].test_x
-    x_test = test_x.reshape(test_x.shape[0], -1).numpy()
-    n, k = trained["signed"].shape
-    todo.append((f"trained {x_test.shape[0]}x{k}x{n}", "trained", np.ascontiguousarray(x_test, np.float32), trained))
-    # (b) larger shapes at this run's trained densities
-    for m, k, n in cfg["shapes"]:
-        x = rng.standard_normal((m, k)).astype(np.float32)
-        w = {meth: synthetic_weights(n, k, meth, density.get(meth, 1.0), rng)
-             for meth in ("binary", "ternary", "signed")}
-        w["fp32"] = rng.standard_normal((n, k)).astype(np.float32)
-        todo.append((f"{m}x{k}x{n}", "synthetic", x, w))
-    rows = []
-    with make_progress() as bar:
-        task = bar.add_task("signed-binary: kernels", total=len(todo))
-        for label, source, x, w in todo:
-            rows.append(_time_shape(label, source, x, w, cfg, seed))
-            bar.advance(task)
-    return rows
+    return trained, test_x.reshape(test_x.shape[0], -1).numpy()
 
 
 # -- summary --------------------------------------------------------------------------------------
@@ -298,86 +214,3 @@ def _summarise(cfg: dict[str, Any], seeds: list[int], runs: list[dict[str, Any]]
                    "speedup_definition": "median(time of rival kernel) / median(time of signed kernel) per shape, "
                                          "median over shapes; vs_binary = the '2 x pos - total' index-list kernel"},
     }
-
-
-# -- plots and report -----------------------------------------------------------------------------
-_COLORS = {"fp32": "tab:gray", "binary": "tab:blue", "ternary": "tab:green", "signed": "tab:red"}
-
-
-def plots(result: dict[str, Any], outdir: Path) -> list[Path]:
-    """Accuracy vs non-zeros per method (Pareto) and kernel time per method per shape."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    outdir.mkdir(parents=True, exist_ok=True)
-    acc = [r for r in result["rows"] if r.get("kind") == "accuracy"]
-    fig, ax = plt.subplots(figsize=(7, 5))
-    for method in METHODS:
-        pts = sorted((r["nnz_mean"], r["acc_mean"], r["acc_std"], r["width"]) for r in acc if r["method"] == method)
-        if not pts:
-            continue
-        ax.errorbar([p[0] for p in pts], [100 * p[1] for p in pts], yerr=[100 * p[2] for p in pts], marker="o",
-                    capsize=3, label=method, color=_COLORS[method])
-        for p in pts:
-            ax.annotate(f"x{p[3]:g}", (p[0], 100 * p[1]), fontsize=7, xytext=(3, -9), textcoords="offset points")
-    ax.set_xscale("log")
-    ax.set_xlabel("non-zero weights in quantised layers (mean over seeds, log)")
-    ax.set_ylabel("test accuracy % (mean +- std over seeds)")
-    ax.set_title("Digits MLP: accuracy vs non-zeros (labels: width)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    pareto = outdir / "signed_binary_pareto.png"
-    fig.savefig(pareto, dpi=110)
-    plt.close(fig)
-
-    kern = [r for r in result["rows"] if r.get("kind") == "kernel"]
-    fig, ax = plt.subplots(figsize=(9, 4.5))
-    width = 0.8 / len(KERNEL_CASES)
-    for i, name in enumerate(KERNEL_CASES):
-        ax.bar([j + i * width for j in range(len(kern))], [r[f"{name}_ms"] for r in kern], width, label=name)
-    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(kern))], [r["shape"] for r in kern], fontsize=8)
-    ax.set_yscale("log")
-    ax.set_ylabel("median time (ms, log), 1 thread")
-    ax.set_title("Kernel time per method per shape (M x K x N)")
-    ax.legend(fontsize=8, ncol=3)
-    fig.tight_layout()
-    times = outdir / "signed_binary_kernels.png"
-    fig.savefig(times, dpi=110)
-    plt.close(fig)
-    return [pareto, times]
-
-
-def report_section(result: dict[str, Any], outdir: Path) -> ReportSection:
-    from dnninfer.report.html import figure_html, table_html
-
-    images = plots(result, outdir)
-    ours, paper = result["ours"], result["paper"]
-    paired = ours.get("paired_signed_minus_binary") or {}
-    head = [
-        {"figure": "density reduction vs binary (1 / density_signed)", "paper": paper["density_reduction_vs_binary"],
-         "ours": ours["density_reduction_vs_binary"]},
-        {"figure": "kernel speedup vs binary", "paper": paper["speedup_vs_binary"],
-         "ours": ours["kernel_speedup_vs_binary"]},
-        {"figure": "kernel speedup vs ternary", "paper": paper["speedup_vs_ternary"],
-         "ours": ours["kernel_speedup_vs_ternary"]},
-        {"figure": "kernel speedup vs best binary kernel (incl. dense SIMD)", "paper": "",
-         "ours": ours["kernel_speedup_vs_best_binary"]},
-        {"figure": "acc signed / binary at matched nnz", "paper": "signed > binary",
-         "ours": f"{ours['acc_signed_at_matched_nnz']} / {ours['acc_binary_at_matched_nnz']}"},
-        {"figure": "paired diff (signed - binary), 95% CI, sign-test p", "paper": "",
-         "ours": f"{paired.get('mean_diff')} [{paired.get('ci_lo')}, {paired.get('ci_hi')}], "
-                 f"p={paired.get('sign_test_p')}"},
-    ]
-    parts = [
-        "<p>Digits MLP (not ImageNet ResNet-18); numba add-only kernels on this x86 host (not SumMerge). "
-        "Matched non-zeros: " + ours["matched_definition"] + ".</p>",
-        table_html(head, ["figure", "paper", "ours"]),
-        figure_html(images[0], "Accuracy vs non-zero weights, mean +- std over paired seeds.", base=outdir),
-        figure_html(images[1], "Median kernel time per method and shape (1 thread).", base=outdir),
-        "<h3>Matched pairs</h3>", table_html(result.get("matched_pairs", [])),
-        "<h3>Rows</h3>", table_html(result["rows"]),
-    ]
-    return ReportSection(title="Signed binarization (PLUM)", html="\n".join(parts), images=images)
