@@ -17,11 +17,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from dnninfer.bench.harness import pinned_threads
 from dnninfer.bench.registry import BenchArgs, register_system
-from dnninfer.report.section import ReportSection
+from dnninfer.env import pinned_threads
+from dnninfer.rns.report import CLAIMS, plots, report_section
 
 PAPER = {
     "speedup_iso_energy": 23.8, "edp_ratio_iso_energy": 32.1, "power_ratio_iso_area": 42.8,
@@ -52,47 +50,18 @@ MODES = ("fp32", "rns", "fixed_analog", "fp8")
 OURS_NAME = {"fp32": "fp32", "rns": "rns", "fixed_analog": "fixed_point_analog", "fp8": "fp8", "bfp": "bfp"}
 
 
-def gemm_bit_exact(seed: int = 0) -> dict[str, bool]:
-    """Noiseless RNS vs BFP-exact on the forward, grad-input and grad-weight GEMMs of a linear and a
-    conv layer (random data with a wide dynamic range): True where the results are bit-identical."""
-    from dnninfer.rns.layers import RNSConv2dFunction, RNSLinearFunction
-    from dnninfer.rns.numerics import Numerics
-
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(37, 100, generator=g) * torch.logspace(-3, 2, 100)
-    w = torch.randn(23, 100, generator=g)
-    gy = torch.randn(37, 23, generator=g) * 1e-3
-    xc = torch.randn(4, 3, 9, 9, generator=g)
-    wc = torch.randn(8, 3, 3, 3, generator=g)
-    gyc = torch.randn(4, 8, 5, 5, generator=g)
-
-    def run(mode: str) -> list[torch.Tensor]:
-        num = Numerics(mode=mode)
-        xs, ws = x.clone().requires_grad_(), w.clone().requires_grad_()
-        y = RNSLinearFunction.apply(xs, ws, None, num)
-        y.backward(gy)
-        xcs, wcs = xc.clone().requires_grad_(), wc.clone().requires_grad_()
-        yc = RNSConv2dFunction.apply(xcs, wcs, None, num, (2, 2), (1, 1), (1, 1), 1)
-        yc.backward(gyc)
-        return [y.detach(), xs.grad, ws.grad, yc.detach(), xcs.grad, wcs.grad]
-
-    a, b = run("bfp"), run("rns")
-    names = ["linear_forward", "linear_grad_input", "linear_grad_weight", "conv_forward", "conv_grad_input",
-             "conv_grad_weight"]
-    return {n: bool(torch.equal(p, q)) for n, p, q in zip(names, a, b, strict=True)}
-
-
 def _add_arguments(p: Any) -> None:
     p.add_argument("--no-model", action="store_true", help="skip the analytical photonic model")
 
 
 @register_system("rns", description="Mirage: RNS + BFP training (FP32/BFP/fixed analog/FP8) and photonic cost model",
-                 report_section=lambda result, outdir: report_section(result, outdir), add_arguments=_add_arguments)
+                 report_section=report_section, add_arguments=_add_arguments, headline=CLAIMS[0])
 def bench_rns(args: BenchArgs) -> dict[str, Any]:
     from dnninfer.rns.photonic import compare, sensitivity, workload
     from dnninfer.rns.train import train
+    from dnninfer.rns.verify import gemm_bit_exact
 
-    cfg = SMOKE if args.smoke else QUICK if args.quick else FULL
+    cfg = args.pick(FULL, QUICK, SMOKE)
     seed = args.seed
     rows: list[dict[str, Any]] = []
     curves: dict[str, list[float]] = {}
@@ -179,93 +148,3 @@ def _noise_sweep(cfg: dict[str, Any], seed: int, rows: list[dict[str, Any]]) -> 
             out.append(point)
             rows.append({"kind": "noise", **{k2: v for k2, v in point.items() if k2 != "accs"}})
     return out
-
-
-# -- plots and report ------------------------------------------------------------------------------------
-def plots(result: dict[str, Any], outdir: Path) -> list[Path]:
-    """Test accuracy per epoch for every mode (one panel per dataset); accuracy vs sigma."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    outdir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    curves = result.get("curves") or {}
-    datasets = list(dict.fromkeys(k.split("/")[0] for k in curves))
-    if datasets:
-        fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4), squeeze=False)
-        for ax, ds in zip(axes[0], datasets, strict=True):
-            for key, ys in curves.items():
-                if key.startswith(ds + "/"):
-                    mode = key.split("/")[1]
-                    ax.plot(range(1, len(ys) + 1), [100 * y for y in ys], label=mode,
-                            linestyle="--" if mode == "bfp" else "-")
-            ax.set_title(f"{ds}: test accuracy per epoch")
-            ax.set_xlabel("epoch")
-            ax.set_ylabel("test accuracy (%)")
-            ax.legend(fontsize=8)
-        fig.tight_layout()
-        p = outdir / "rns_training_curves.png"
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
-        paths.append(p)
-    sweep = result["ours"].get("noise_sweep") or []
-    if sweep:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for k in sorted({s["redundant"] for s in sweep}):
-            pts = sorted((s["sigma"], 100 * s["acc"]) for s in sweep if s["redundant"] == k and s["sigma"] > 0)
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o",
-                    label="no redundant moduli" if k == 0 else f"RRNS, {k} redundant moduli")
-        clean = [s["acc"] for s in sweep if s["sigma"] == 0]
-        if clean:
-            ax.axhline(100 * clean[0], color="grey", linestyle=":", label="noiseless RNS (same epochs)")
-        ax.set_xlabel("readout noise sigma (residue steps)")
-        ax.set_ylabel("digits test accuracy (%)")
-        ax.set_title("Accuracy vs analog noise")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        p = outdir / "rns_noise_sweep.png"
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
-        paths.append(p)
-    return paths
-
-
-def report_section(result: dict[str, Any], outdir: Path) -> ReportSection:
-    from dnninfer.report.html import figure_html, table_html
-
-    images = plots(result, outdir)
-    ours, paper = result["ours"], result["paper"]
-    head = [
-        {"figure": "training speedup, iso-energy", "paper": paper["speedup_iso_energy"],
-         "ours (modelled)": ours.get("speedup_iso_energy")},
-        {"figure": "EDP ratio, iso-energy", "paper": paper["edp_ratio_iso_energy"],
-         "ours (modelled)": ours.get("edp_ratio_iso_energy")},
-        {"figure": "power ratio, iso-area", "paper": paper["power_ratio_iso_area"],
-         "ours (modelled)": ours.get("power_ratio_iso_area")},
-        {"figure": "EDP ratio, iso-area", "paper": paper["edp_iso_area"],
-         "ours (modelled)": ours.get("edp_ratio_iso_area")},
-        {"figure": "accuracy", "paper": paper["accuracy"],
-         "ours (measured)": ", ".join(f"{d}: FP32 - RNS = {g:.2f} pts" for d, g in ours["rns_gap_pts"].items())},
-        {"figure": "noiseless RNS == BFP-exact, bit for bit", "paper": "",
-         "ours (measured)": ours["rns_equals_bfp_bit_for_bit"]},
-    ]
-    acc_rows = [{"dataset": d, **{m: round(100 * v, 2) for m, v in a.items()}} for d, a in ours["acc"].items()]
-    parts = [
-        "<p>Accuracies are measured (every GEMM of training emulated in integer BFP + RNS arithmetic); the "
-        "speed, EDP and power ratios come from our analytical model with the public constants in "
-        "configs/photonic (the paper's own constants are not public).</p>",
-        table_html(head), "<h3>Test accuracy (%)</h3>", table_html(acc_rows),
-        "<h3>Noise sweep (digits)</h3>",
-        table_html([{k: v for k, v in s.items() if k != "accs"} for s in ours["noise_sweep"]]),
-    ]
-    captions = ["Test accuracy per epoch, every numerics mode.", "Digits accuracy vs readout noise, with and "
-                "without redundant moduli."]
-    parts += [figure_html(p, c, base=outdir) for p, c in zip(images, captions, strict=False)]
-    model_rows = [r for r in result["rows"] if r.get("kind") == "model"]
-    if model_rows:
-        parts += ["<h3>Analytical model per workload</h3>", table_html(model_rows)]
-    if ours.get("model_sensitivity"):
-        parts += ["<h3>Model sensitivity (one knob at a time)</h3>", table_html(ours["model_sensitivity"])]
-    return ReportSection(title="Mirage: RNS arithmetic for analog DNN training", html="\n".join(parts), images=images)
