@@ -54,7 +54,8 @@ from dnninfer.errors import UserError
 from dnninfer.partition.costmodel import CostModel
 from dnninfer.partition.plan import Plan
 
-__all__ = ["BRUTE_FORCE_MAX_NODES", "CutResult", "brute_force", "cut_cost", "flow_network", "min_cut", "plan_dads"]
+__all__ = ["BRUTE_FORCE_MAX_NODES", "CutResult", "NodeSeconds", "brute_force", "cut_cost", "flow_network", "min_cut",
+           "plan_dads"]
 
 BRUTE_FORCE_MAX_NODES = 16
 
@@ -70,44 +71,8 @@ class CutResult:
     cost_s: float
 
 
-def _check_inputs(
-    dag: nx.DiGraph,
-    local_s: Mapping[str, float],
-    remote_s: Mapping[str, float],
-    up_s: Mapping[str, float],
-    down_s: Mapping[str, float],
-    pinned_local: Iterable[str],
-    returns: Iterable[str],
-) -> tuple[frozenset[str], frozenset[str]]:
-    """Validate costs (present, non-negative, not NaN) and node names; return (pins, returns)."""
-    if not nx.is_directed_acyclic_graph(dag):
-        raise UserError("dads: expected a DAG, got a graph with a cycle")
-    nodes = set(dag.nodes)
-    pins = frozenset(pinned_local)
-    rets = frozenset(returns)
-    for what, names in (("pinned_local", pins), ("returns", rets)):
-        unknown = sorted(map(str, names - nodes))
-        if unknown:
-            raise UserError(f"dads: {what} names nodes not in the DAG: {unknown}")
-
-    def check(table: Mapping[str, float], name: str, v: str) -> None:
-        if v not in table:
-            raise UserError(f"dads: {name} has no cost for node {v!r}")
-        try:
-            x = float(table[v])
-        except (TypeError, ValueError):
-            x = math.nan
-        if math.isnan(x) or x < 0:
-            raise UserError(f"dads: {name}[{v!r}] must be a non-negative number, got {table[v]!r}")
-
-    for v in dag.nodes:
-        check(local_s, "local_s", v)
-        check(remote_s, "remote_s", v)
-        if dag.out_degree(v) > 0:
-            check(up_s, "up_s", v)
-        if v in rets:
-            check(down_s, "down_s", v)
-    return pins, rets
+NodeSeconds = Mapping[str, float]
+"""Seconds per DAG node (``inf``: not allowed there); the same shape for all four cost tables."""
 
 
 def _scale(values: Iterable[float]) -> int:
@@ -127,20 +92,20 @@ def _exact(x: float, scale: int) -> int | None:
     return num * (scale // den)
 
 
-class _IntCosts:
-    """Costs as exact integers (``None`` = inf), each remote cost already including ``down_s``."""
+class _Problem:
+    """One validated DADS instance: the inputs as given, plus its costs as exact integers of
+    ``1 / scale`` seconds (``None`` = inf), each remote cost already including ``down_s``. Every
+    solver builds one, so validation and scaling are written once."""
 
     def __init__(
-        self,
-        dag: nx.DiGraph,
-        local_s: Mapping[str, float],
-        remote_s: Mapping[str, float],
-        up_s: Mapping[str, float],
-        down_s: Mapping[str, float],
-        rets: frozenset[str],
+        self, dag: nx.DiGraph, local_s: NodeSeconds, remote_s: NodeSeconds, up_s: NodeSeconds, down_s: NodeSeconds,
+        pinned_local: Iterable[str], returns: Iterable[str],
     ) -> None:
+        self.dag, self.tables = dag, (local_s, remote_s, up_s, down_s)
+        self.pins, self.rets = frozenset(pinned_local), frozenset(returns)
+        self._check()
         ups = {v: up_s[v] for v in dag.nodes if dag.out_degree(v) > 0}
-        downs = {v: down_s[v] for v in rets}
+        downs = {v: down_s[v] for v in self.rets}
         self.scale = _scale(
             itertools.chain(
                 (local_s[v] for v in dag.nodes), (remote_s[v] for v in dag.nodes), ups.values(), downs.values()
@@ -154,6 +119,66 @@ class _IntCosts:
             d = _exact(downs[v], self.scale) if v in downs else 0
             self.remote[v] = None if r is None or d is None else r + d
 
+    def _check(self) -> None:
+        """Costs present, non-negative, not NaN; node names known; a DAG."""
+        dag = self.dag
+        if not nx.is_directed_acyclic_graph(dag):
+            raise UserError("dads: expected a DAG, got a graph with a cycle")
+        nodes = set(dag.nodes)
+        for what, names in (("pinned_local", self.pins), ("returns", self.rets)):
+            unknown = sorted(map(str, names - nodes))
+            if unknown:
+                raise UserError(f"dads: {what} names nodes not in the DAG: {unknown}")
+
+        def check(table: NodeSeconds, name: str, v: str) -> None:
+            if v not in table:
+                raise UserError(f"dads: {name} has no cost for node {v!r}")
+            try:
+                x = float(table[v])
+            except (TypeError, ValueError):
+                x = math.nan
+            if math.isnan(x) or x < 0:
+                raise UserError(f"dads: {name}[{v!r}] must be a non-negative number, got {table[v]!r}")
+
+        local_s, remote_s, up_s, down_s = self.tables
+        for v in dag.nodes:
+            check(local_s, "local_s", v)
+            check(remote_s, "remote_s", v)
+            if dag.out_degree(v) > 0:
+                check(up_s, "up_s", v)
+            if v in self.rets:
+                check(down_s, "down_s", v)
+
+    def network(self, per_edge_upload: bool = False) -> nx.DiGraph:
+        """The flow network of the module docstring (see `flow_network`)."""
+        dag = self.dag
+        g = nx.DiGraph(scale=self.scale)
+        g.add_node(_SRC)
+        g.add_node(_SNK)
+        for v in dag.nodes:
+            g.add_edge(_SRC, v, **_cap(None if v in self.pins else self.remote[v]))
+            g.add_edge(v, _SNK, **_cap(self.local[v]))
+        for u in dag.nodes:
+            succs = list(dag.successors(u))
+            if not succs:
+                continue
+            if per_edge_upload:
+                for w in succs:
+                    g.add_edge(u, w, **_cap(self.up[u]))
+            else:
+                aux = ("dads", "aux", u)
+                g.add_edge(u, aux, **_cap(self.up[u]))
+                for w in succs:
+                    g.add_edge(aux, w)  # infinite
+            for w in succs:
+                g.add_edge(w, u)  # infinite: w local => u local (monotone)
+        return g
+
+    def result(self, remote: Iterable[str]) -> CutResult:
+        """The assignment with its objective recomputed in floats from the tables as given."""
+        chosen = frozenset(remote)
+        return CutResult(chosen, cut_cost(self.dag, *self.tables, set(chosen), returns=self.rets))
+
 
 def _cap(x: int | None) -> dict[str, int]:
     """Edge attributes; networkx treats a missing capacity as infinite."""
@@ -161,80 +186,37 @@ def _cap(x: int | None) -> dict[str, int]:
 
 
 def flow_network(
-    dag: nx.DiGraph,
-    local_s: Mapping[str, float],
-    remote_s: Mapping[str, float],
-    up_s: Mapping[str, float],
-    down_s: Mapping[str, float],
-    *,
-    pinned_local: Iterable[str] = (),
-    returns: Iterable[str] = (),
-    per_edge_upload: bool = False,
+    dag: nx.DiGraph, local_s: NodeSeconds, remote_s: NodeSeconds, up_s: NodeSeconds, down_s: NodeSeconds,
+    *, pinned_local: Iterable[str] = (), returns: Iterable[str] = (), per_edge_upload: bool = False,
 ) -> nx.DiGraph:
     """The DADS flow network (module docstring), capacities in exact integer units of
     ``1 / g.graph["scale"]`` seconds. ``per_edge_upload`` builds the naive network that charges
     ``up_s[u]`` on every DAG edge instead of using an auxiliary node (negative control)."""
-    pins, rets = _check_inputs(dag, local_s, remote_s, up_s, down_s, pinned_local, returns)
-    c = _IntCosts(dag, local_s, remote_s, up_s, down_s, rets)
-    g = nx.DiGraph(scale=c.scale)
-    g.add_node(_SRC)
-    g.add_node(_SNK)
-    for v in dag.nodes:
-        g.add_edge(_SRC, v, **_cap(None if v in pins else c.remote[v]))
-        g.add_edge(v, _SNK, **_cap(c.local[v]))
-    for u in dag.nodes:
-        succs = list(dag.successors(u))
-        if not succs:
-            continue
-        if per_edge_upload:
-            for w in succs:
-                g.add_edge(u, w, **_cap(c.up[u]))
-        else:
-            aux = ("dads", "aux", u)
-            g.add_edge(u, aux, **_cap(c.up[u]))
-            for w in succs:
-                g.add_edge(aux, w)  # infinite
-        for w in succs:
-            g.add_edge(w, u)  # infinite: w local => u local (monotone)
-    return g
+    return _Problem(dag, local_s, remote_s, up_s, down_s, pinned_local, returns).network(per_edge_upload)
 
 
 def min_cut(
-    dag: nx.DiGraph,
-    local_s: Mapping[str, float],
-    remote_s: Mapping[str, float],
-    up_s: Mapping[str, float],
-    down_s: Mapping[str, float],
-    *,
-    pinned_local: Iterable[str] = (),
-    returns: Iterable[str] = (),
+    dag: nx.DiGraph, local_s: NodeSeconds, remote_s: NodeSeconds, up_s: NodeSeconds, down_s: NodeSeconds,
+    *, pinned_local: Iterable[str] = (), returns: Iterable[str] = (),
 ) -> CutResult:
     """Optimal monotone local/remote assignment by one min s-t cut (DADS, INFOCOM'19).
 
     Costs may be ``inf`` (node not allowed on that side). Raises `UserError` when every
     assignment has infinite cost (e.g. a pinned node with ``local_s = inf``)."""
-    pins, rets = frozenset(pinned_local), frozenset(returns)
-    g = flow_network(dag, local_s, remote_s, up_s, down_s, pinned_local=pins, returns=rets)
+    p = _Problem(dag, local_s, remote_s, up_s, down_s, pinned_local, returns)
     try:
-        _value, (src_side, _snk_side) = nx.minimum_cut(g, _SRC, _SNK)
+        _value, (src_side, _snk_side) = nx.minimum_cut(p.network(), _SRC, _SNK)
     except nx.NetworkXUnbounded as exc:
         raise UserError(
             "dads: no finite partition: some node is forced to a side where its cost is inf "
             "(check pinned_local and inf costs)"
         ) from exc
-    remote = frozenset(v for v in dag.nodes if v not in src_side)
-    return CutResult(remote, cut_cost(dag, local_s, remote_s, up_s, down_s, set(remote), returns=rets))
+    return p.result(v for v in dag.nodes if v not in src_side)
 
 
 def cut_cost(
-    dag: nx.DiGraph,
-    local_s: Mapping[str, float],
-    remote_s: Mapping[str, float],
-    up_s: Mapping[str, float],
-    down_s: Mapping[str, float],
-    remote: set[str] | frozenset[str],
-    *,
-    returns: Iterable[str] = (),
+    dag: nx.DiGraph, local_s: NodeSeconds, remote_s: NodeSeconds, up_s: NodeSeconds, down_s: NodeSeconds,
+    remote: set[str] | frozenset[str], *, returns: Iterable[str] = (),
 ) -> float:
     """The objective of one assignment (module docstring); `UserError` if it is not monotone."""
     rets = frozenset(returns)
@@ -258,27 +240,20 @@ def cut_cost(
 
 
 def brute_force(
-    dag: nx.DiGraph,
-    local_s: Mapping[str, float],
-    remote_s: Mapping[str, float],
-    up_s: Mapping[str, float],
-    down_s: Mapping[str, float],
-    *,
-    pinned_local: Iterable[str] = (),
-    returns: Iterable[str] = (),
+    dag: nx.DiGraph, local_s: NodeSeconds, remote_s: NodeSeconds, up_s: NodeSeconds, down_s: NodeSeconds,
+    *, pinned_local: Iterable[str] = (), returns: Iterable[str] = (),
 ) -> CutResult:
     """Reference solver: enumerate every monotone assignment (at most 16 nodes), in exact arithmetic.
 
     Ties go to the fewest remote nodes (unique: optimal remote sets are closed under intersection)."""
-    pins, rets = _check_inputs(dag, local_s, remote_s, up_s, down_s, pinned_local, returns)
+    c = _Problem(dag, local_s, remote_s, up_s, down_s, pinned_local, returns)
     nodes = sorted(dag.nodes, key=str)
     n = len(nodes)
     if n > BRUTE_FORCE_MAX_NODES:
         raise UserError(f"dads.brute_force: expected at most {BRUTE_FORCE_MAX_NODES} nodes, got {n}")
     index = {v: i for i, v in enumerate(nodes)}
     succ = [sum(1 << index[w] for w in dag.successors(v)) for v in nodes]
-    pin_mask = sum(1 << index[v] for v in pins)
-    c = _IntCosts(dag, local_s, remote_s, up_s, down_s, rets)
+    pin_mask = sum(1 << index[v] for v in c.pins)
     best: tuple[int, int, tuple[str, ...]] | None = None
     for mask in range(1 << n):
         if mask & pin_mask:
@@ -302,7 +277,7 @@ def brute_force(
             best = key
     if best is None:
         raise UserError("dads: no finite partition (every monotone assignment has an inf cost)")
-    return CutResult(frozenset(best[2]), cut_cost(dag, local_s, remote_s, up_s, down_s, set(best[2]), returns=rets))
+    return c.result(best[2])
 
 
 # -- planner -------------------------------------------------------------------------------------
