@@ -11,34 +11,30 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch.utils import _pytree as pytree
 
-from dnninfer.bench.harness import compare, pinned_threads
+from dnninfer.bench.harness import compare
 from dnninfer.bench.registry import BenchArgs, register_system
 from dnninfer.bench.stats import median
+from dnninfer.env import pinned_threads
+from dnninfer.graph import max_abs_diff
+from dnninfer.runtime.report import CLAIMS, report_section
 
-QUICK_MODELS = ("digits_cnn", "resnet18")
-FULL_MODELS = ("digits_cnn", "resnet18", "mobilenet_v2", "googlenet")
+FULL = {"models": ("digits_cnn", "resnet18", "mobilenet_v2", "googlenet"), "stages": 3, "repeats": 25, "warmup": 5}
+QUICK = {"models": ("digits_cnn", "resnet18"), "stages": 3, "repeats": 8, "warmup": 2}
 #: --smoke: the smallest model in 2 stages (one inter-actor hop, one actor fewer to start), 2 timed rounds
 #: after 1 warm-up; every runtime and the error check still run
 SMOKE = {"models": ("digits_cnn",), "stages": 2, "repeats": 2, "warmup": 1}
 
 
-def _max_err(a: Any, b: Any) -> float:
-    return max((x - y).abs().max().item() for x, y in zip(pytree.tree_leaves(a), pytree.tree_leaves(b), strict=True))
-
-
-@register_system("runtime", description="split-model runtime overhead: whole vs in-process stages vs Ray actors")
+@register_system("runtime", description="split-model runtime overhead: whole vs in-process stages vs Ray actors",
+                 report_section=report_section, headline=CLAIMS[0])
 def bench_runtime(args: BenchArgs) -> dict[str, Any]:
     from dnninfer import zoo
     from dnninfer.graph import capture, equal_flops_chain
     from dnninfer.runtime import RayRuntime, run_inprocess
 
-    models = QUICK_MODELS if args.quick else FULL_MODELS
-    repeats, warmup = (8, 2) if args.quick else (25, 5)
-    n_stages = 3
-    if args.smoke:
-        models, n_stages, repeats, warmup = SMOKE["models"], SMOKE["stages"], SMOKE["repeats"], SMOKE["warmup"]
+    cfg = args.pick(FULL, QUICK, SMOKE)
+    models, n_stages, repeats, warmup = cfg["models"], cfg["stages"], cfg["repeats"], cfg["warmup"]
     rows = []
     with pinned_threads(1), torch.no_grad(), RayRuntime(threads=1) as rt:
         for name in models:
@@ -49,8 +45,9 @@ def bench_runtime(args: BenchArgs) -> dict[str, Any]:
             placement = [f"n{i}" for i in range(len(stages))]
             rt.deploy(stages, placement)
             ref = model(*inputs)
-            err = max(_max_err(run_inprocess(g, stages, inputs, placement=placement).output, ref),
-                      _max_err(rt.run(g, inputs).output, ref))
+            # one call over both outputs: a NaN in either stays NaN (Python's max() could drop it)
+            err = max_abs_diff((run_inprocess(g, stages, inputs, placement=placement).output,
+                                rt.run(g, inputs).output), (ref, ref))
             t = compare({
                 "whole": lambda m=model, x=inputs: m(*x),
                 "inprocess": lambda g=g, s=stages, x=inputs, p=placement: run_inprocess(g, s, x, placement=p),
