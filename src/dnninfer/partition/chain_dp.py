@@ -36,19 +36,29 @@ import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypedDict, Unpack
 
 import numpy as np
 
 from dnninfer.errors import UserError
 
-__all__ = ["ChainPlan", "Comm", "Need", "bottleneck_dp", "brute_force", "evaluate", "latency_dp"]
+__all__ = ["ChainPlan", "Comm", "Comp", "DPOptions", "Need", "bottleneck_dp", "brute_force", "evaluate", "latency_dp"]
 
 Comm = Callable[[int, int, float], float]
 """``comm(from_device, to_device, nbytes) -> seconds``; never called with equal devices."""
 Need = Callable[[int, int], float]
 """``need(first_block, last_block) -> bytes`` for a stage holding that inclusive block range."""
 Combine = Literal["sum", "max"]
+Comp = Sequence[Sequence[float]] | np.ndarray
+"""``comp[device][block]`` -> seconds of that block on that device (``inf``: not allowed there)."""
+
+
+class DPOptions(TypedDict, total=False):
+    """The optional constraints every solver takes (each defaults to ``None``: no constraint)."""
+
+    need: Need | None  # with cap: the memory check (give both or neither)
+    cap: Sequence[float | None] | None  # bytes per device, None = unlimited
+    max_devices: int | None  # at most this many stages
 
 _TIE_REL = 1e-12
 
@@ -97,14 +107,8 @@ def _hop(comm: Comm, u: int, v: int, nbytes: float) -> float:
 
 
 def _prepare(
-    comp: Sequence[Sequence[float]] | np.ndarray,
-    out_bytes: Sequence[float],
-    in_bytes: float,
-    comm: Comm,
-    source: int,
-    need: Need | None,
-    cap: Sequence[float | None] | None,
-    max_devices: int | None,
+    comp: Comp, out_bytes: Sequence[float], in_bytes: float, comm: Comm, source: int,
+    need: Need | None = None, cap: Sequence[float | None] | None = None, max_devices: int | None = None,
 ) -> _Problem:
     """Validate the inputs and build the memory-fit table."""
     arr = np.asarray(comp, dtype=float)
@@ -245,45 +249,21 @@ def _pick(finals: list[tuple[float, tuple[tuple[int, int, int], ...]]], p: _Prob
     return ChainPlan(stages, cost)
 
 
-def latency_dp(
-    comp: Sequence[Sequence[float]] | np.ndarray,
-    out_bytes: Sequence[float],
-    in_bytes: float,
-    comm: Comm,
-    source: int,
-    *,
-    need: Need | None = None,
-    cap: Sequence[float | None] | None = None,
-    max_devices: int | None = None,
-) -> ChainPlan:
+def latency_dp(comp: Comp, out_bytes: Sequence[float], in_bytes: float, comm: Comm, source: int,
+               **options: Unpack[DPOptions]) -> ChainPlan:
     """Plan minimising one request's end-to-end latency (sum of stage compute and hops)."""
-    return _run_dp(_prepare(comp, out_bytes, in_bytes, comm, source, need, cap, max_devices), "sum")
+    return _run_dp(_prepare(comp, out_bytes, in_bytes, comm, source, **options), "sum")
 
 
-def bottleneck_dp(
-    comp: Sequence[Sequence[float]] | np.ndarray,
-    out_bytes: Sequence[float],
-    in_bytes: float,
-    comm: Comm,
-    source: int,
-    *,
-    need: Need | None = None,
-    cap: Sequence[float | None] | None = None,
-    max_devices: int | None = None,
-) -> ChainPlan:
+def bottleneck_dp(comp: Comp, out_bytes: Sequence[float], in_bytes: float, comm: Comm, source: int,
+                  **options: Unpack[DPOptions]) -> ChainPlan:
     """PipeEdge plan minimising the slowest stage or hop (pipeline throughput = 1 / cost)."""
-    return _run_dp(_prepare(comp, out_bytes, in_bytes, comm, source, need, cap, max_devices), "max")
+    return _run_dp(_prepare(comp, out_bytes, in_bytes, comm, source, **options), "max")
 
 
 def evaluate(
-    plan_stages: Sequence[tuple[int, int, int]],
-    comp: Sequence[Sequence[float]] | np.ndarray,
-    out_bytes: Sequence[float],
-    in_bytes: float,
-    comm: Comm,
-    source: int,
-    *,
-    combine: Combine,
+    plan_stages: Sequence[tuple[int, int, int]], comp: Comp, out_bytes: Sequence[float], in_bytes: float, comm: Comm,
+    source: int, *, combine: Combine,
 ) -> float:
     """The objective of a plan: ``sum`` (latency) or ``max`` (bottleneck) over the input hop, each
     stage's compute, each inter-stage hop and the output hop. `UserError` if the plan is malformed
@@ -324,20 +304,10 @@ def evaluate(
     return total
 
 
-def brute_force(
-    comp: Sequence[Sequence[float]] | np.ndarray,
-    out_bytes: Sequence[float],
-    in_bytes: float,
-    comm: Comm,
-    source: int,
-    *,
-    combine: Combine,
-    need: Need | None = None,
-    cap: Sequence[float | None] | None = None,
-    max_devices: int | None = None,
-) -> ChainPlan:
+def brute_force(comp: Comp, out_bytes: Sequence[float], in_bytes: float, comm: Comm, source: int, *,
+                combine: Combine, **options: Unpack[DPOptions]) -> ChainPlan:
     """Reference solver: every split into k stages × every ordered choice of k distinct devices."""
-    p = _prepare(comp, out_bytes, in_bytes, comm, source, need, cap, max_devices)
+    p = _prepare(comp, out_bytes, in_bytes, comm, source, **options)
     n_dev, n_blk = p.comp.shape
     finals: list[tuple[float, tuple[tuple[int, int, int], ...]]] = []
     for k in range(1, p.kmax + 1):
