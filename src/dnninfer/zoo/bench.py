@@ -26,23 +26,25 @@ from typing import Any
 
 import torch
 
-from dnninfer.bench.harness import compare, pinned_threads
+from dnninfer.bench.harness import compare
 from dnninfer.bench.registry import BenchArgs, register_system
 from dnninfer.bench.stats import median
+from dnninfer.env import pinned_threads
+from dnninfer.graph import max_abs_diff
+from dnninfer.zoo.report import CLAIMS, TOL, report_section
 
 EXPORTERS = {"legacy": {"dynamo": False, "opset_version": 17}, "dynamo": {"dynamo": True, "opset_version": 18}}
 MAC_KINDS = ("conv", "linear", "matmul")
-TOL = 1e-4  # atol = rtol, as tests/zoo/test_onnx_import.py
 QUICK = {"models": ("digits_cnn", "lenet_digits", "resnet18"), "exporters": ("legacy",), "image": {"resnet18": 32}}
 #: --smoke (the test suite's run): one small CNN (conv and linear nodes) through every stage, less timing.
-SMOKE = {"models": ("lenet_digits",), "exporters": ("legacy",), "image": {}, "round_budget_s": 0.1}
+SMOKE = {"models": ("lenet_digits",), "exporters": ("legacy",), "image": {}}
 #: Image side per CNN: small where the model allows it (every zoo CNN ends in an adaptive pool);
 #: alexnet and vgg16 stay at 224, the smallest side whose last feature map the legacy exporter's
 #: adaptive_avg_pool2d accepts (6x6 and 7x7 must divide it). inception_v3 needs >= 75.
 FULL_IMAGE = {"resnet18": 64, "resnet50": 64, "mobilenet_v2": 64, "googlenet": 64, "inception_v3": 96,
               "alexnet": 224, "vgg16": 224}
 BERT_SEQ = 32
-ROUND_BUDGET_S = {True: 0.5, False: 2.0}  # timed seconds per case, quick / full: repeats = budget / round
+ROUND_BUDGET_S = (2.0, 0.5, 0.1)  # timed seconds per case, full / quick / smoke: repeats = budget / round
 REPEATS = (5, 200)
 TIMING = ("latency medians measured on this machine, 1 thread (torch pinned to 1, ORT intra/inter-op 1), "
           "ORT vs imported vs eager interleaved per case (harness.compare)")
@@ -99,12 +101,8 @@ def _compare(ours: list[torch.Tensor], theirs: list[torch.Tensor]) -> tuple[floa
     """(max |ours - theirs|, allclose at atol = rtol = TOL over every output)."""
     if len(ours) != len(theirs) or any(a.shape != b.shape for a, b in zip(ours, theirs, strict=True)):
         return float("inf"), False
-    err, ok = 0.0, True
-    for a, b in zip(ours, theirs, strict=True):
-        a, b = a.double(), b.double()
-        err = max(err, (a - b).abs().max().item() if a.numel() else 0.0)
-        ok = ok and torch.allclose(a, b, atol=TOL, rtol=TOL)
-    return err, ok
+    ok = all(torch.allclose(a.double(), b.double(), atol=TOL, rtol=TOL) for a, b in zip(ours, theirs, strict=True))
+    return max_abs_diff(ours, theirs), ok
 
 
 def _mac(graph: Any) -> tuple[dict[str, int], dict[str, float]]:
@@ -164,7 +162,7 @@ def _case(name: str, exporter: str, model: torch.nn.Module, inputs: tuple[torch.
         for fn in cases.values():  # one untimed round: sizes the repeats, warms the caches
             fn()
         one_round = time.perf_counter() - start
-        budget = SMOKE["round_budget_s"] if args.smoke else ROUND_BUDGET_S[args.quick]
+        budget = args.pick(*ROUND_BUDGET_S)
         repeats = int(min(REPEATS[1], max(REPEATS[0], budget / one_round)))
         t = compare(cases, warmup=1, repeats=repeats, seed=args.seed, description=f"{name} {exporter}")
         row.update({"ort_ms": t["ort"].median * 1e3, "imported_ms": t["imported"].median * 1e3,
@@ -206,17 +204,14 @@ def _ours(rows: list[dict[str, Any]], models: tuple[str, ...], exporters: tuple[
 
 
 @register_system("onnx", description="ONNX intake: zoo models x both torch.onnx exporters, imported vs ORT "
-                 "vs the original (errors, MAC nodes/FLOPs, import time, 1-thread latency)")
+                 "vs the original (errors, MAC nodes/FLOPs, import time, 1-thread latency)",
+                 report_section=report_section, headline=CLAIMS[0])
 def bench_onnx(args: BenchArgs) -> dict[str, Any]:
     from dnninfer import zoo
     from dnninfer.graph import capture
 
-    if args.smoke:
-        models, exporters, image = SMOKE["models"], SMOKE["exporters"], SMOKE["image"]
-    elif args.quick:
-        models, exporters, image = QUICK["models"], QUICK["exporters"], QUICK["image"]
-    else:
-        models, exporters, image = tuple(zoo.names()), tuple(EXPORTERS), FULL_IMAGE
+    cfg = args.pick({"models": tuple(zoo.names()), "exporters": tuple(EXPORTERS), "image": FULL_IMAGE}, QUICK, SMOKE)
+    models, exporters, image = cfg["models"], cfg["exporters"], cfg["image"]
     rows = []
     with pinned_threads(1), torch.no_grad(), tempfile.TemporaryDirectory(prefix="dnninfer_onnx_") as tmp:
         for name in models:
