@@ -12,6 +12,7 @@ import argparse
 from typing import Any
 
 from dnninfer.bench.registry import BenchArgs, register_system
+from dnninfer.fuzz.report import CLAIMS, report_section
 
 __all__ = ["bench_fuzz"]
 
@@ -25,7 +26,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 @register_system("fuzz", description="fuzz campaign: YAML configs, model files, JPEG bodies, ledgers, CLI values",
-                 add_arguments=_add_arguments)
+                 add_arguments=_add_arguments, report_section=report_section, headline=CLAIMS[0])
 def bench_fuzz(args: BenchArgs) -> dict[str, Any]:
     import math
 
@@ -39,10 +40,8 @@ def bench_fuzz(args: BenchArgs) -> dict[str, Any]:
     limit = args.get("case_timeout")
     if limit is not None and not (math.isfinite(limit) and limit > 0):
         raise expected("--case-timeout", "a finite number of seconds > 0", limit)
-    if n:
-        sizes = {s: n for s in surfaces}
-    else:
-        sizes = {s: SMOKE_SIZES[s] for s in surfaces if s in SMOKE_SIZES} if args.smoke else None
+    smoke = {s: SMOKE_SIZES[s] for s in surfaces if s in SMOKE_SIZES}
+    sizes = {s: n for s in surfaces} if n else args.pick(None, None, smoke)  # None: the campaign's own sizes
     res = run_campaign(seed=args.seed, quick=args.quick, surfaces=surfaces, sizes=sizes, limit_s=limit)
     failures = res.pop("failures")
     summary_rows = [{"surface": s, "row": "summary", **{k: v for k, v in d.items() if k != "labels"},
