@@ -53,7 +53,33 @@ class CandidateTable:
 
 # Integer arithmetic is done in float64 (exact below 2^51, checked by CandidateTable): ``x mod m`` is
 # ``x - floor(x * (1/m)) * m`` plus a branch-free one-step fix, which LLVM vectorises, unlike an int64
-# division. Each kernel is a flat loop over contiguous memory.
+# division. Each kernel is a flat loop over contiguous memory; the scalar helpers are inlined into it.
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _mod(x, m, inv):  # pragma: no cover - jitted
+    """``x mod m`` in ``[0, m)`` for integer-valued ``x``; ``inv = 1/m`` (the floor may be one off: fixed)."""
+    r = x - np.floor(x * inv) * m
+    r += m * (r < 0.0)
+    r -= m * (r >= m)
+    return r
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _signed(x, b, inv, half):  # pragma: no cover - jitted
+    """``x mod b`` in the signed range: above ``half = floor((b - 1) / 2)`` it maps to ``x - b``."""
+    y = _mod(x, b, inv)
+    return y - b * (y > half)
+
+
+@numba.njit(cache=True, nogil=True)
+def _signed_crt(acc, big, out):  # pragma: no cover - jitted
+    """Finish a CRT: ``out[e]`` = the signed ``acc[e] mod big``, as float32."""
+    b = np.float64(big)
+    ib = 1.0 / b
+    half = np.floor((b - 1.0) / 2.0)
+    for e in range(acc.shape[0]):
+        out[e] = np.float32(_signed(acc[e], b, ib, half))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -61,48 +87,27 @@ def _crt_plain(raw, mods, coeffs, big, out):  # pragma: no cover - jitted
     """Noiseless, no redundancy: residues on the fly, CRT sum, reduce mod M, signed mapping."""
     n = raw.shape[0]
     flat = raw.reshape(n, -1)
-    size = flat.shape[1]
-    acc = np.zeros(size, dtype=np.float64)
+    acc = np.zeros(flat.shape[1], dtype=np.float64)
     for k in range(n):
         m = np.float64(mods[k])
         inv = 1.0 / m
         c = np.float64(coeffs[k])
         src = flat[k]
-        for e in range(size):
-            x = np.float64(src[e])
-            r = x - np.floor(x * inv) * m
-            r += m * (r < 0.0)
-            r -= m * (r >= m)
-            acc[e] += r * c
-    b = np.float64(big)
-    ib = 1.0 / b
-    half = np.floor((b - 1.0) / 2.0)
-    o = out.reshape(-1)
-    for e in range(size):
-        a = acc[e]
-        x = a - np.floor(a * ib) * b
-        x += b * (x < 0.0)
-        x -= b * (x >= b)
-        x -= b * (x > half)
-        o[e] = np.float32(x)
+        for e in range(acc.shape[0]):
+            acc[e] += _mod(np.float64(src[e]), m, inv) * c
+    _signed_crt(acc, big, out.reshape(-1))
 
 
 @numba.njit(cache=True, nogil=True)
 def _residues(raw, mods, res):  # pragma: no cover - jitted
-    n = raw.shape[0]
-    flat = raw.reshape(n, -1)
-    size = flat.shape[1]
-    for k in range(n):
+    flat = raw.reshape(raw.shape[0], -1)
+    for k in range(flat.shape[0]):
         m = np.float64(mods[k])
         inv = 1.0 / m
         src = flat[k]
         dst = res[k]
-        for e in range(size):
-            x = np.float64(src[e])
-            r = x - np.floor(x * inv) * m
-            r += m * (r < 0.0)
-            r -= m * (r >= m)
-            dst[e] = r
+        for e in range(flat.shape[1]):
+            dst[e] = _mod(np.float64(src[e]), m, inv)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -125,10 +130,7 @@ def _residues_noisy(raw, mods, uniform, cdf, offset, res):  # pragma: no cover -
         u = uf[k]
         dst = res[k]
         for e in range(size):
-            x = np.float64(src[e])
-            r = x - np.floor(x * inv) * m
-            r += m * (r < 0.0)
-            r -= m * (r >= m)
+            r = _mod(np.float64(src[e]), m, inv)
             ue = np.float64(u[e])
             if ue >= lo and ue < hi:
                 dst[e] = r
@@ -136,10 +138,7 @@ def _residues_noisy(raw, mods, uniform, cdf, offset, res):  # pragma: no cover -
             d = 0
             while d < n_cdf and ue >= cdf[d]:
                 d += 1
-            y = r + np.float64(d - offset)
-            y = y - np.floor(y * inv) * m
-            y += m * (y < 0.0)
-            y -= m * (y >= m)
+            y = _mod(r + np.float64(d - offset), m, inv)
             errors += y != r
             dst[e] = y
     return errors
@@ -156,20 +155,11 @@ def _crt_check(res, coeffs, bigs, lim, redundant, out, counters):  # pragma: no 
         src = res[k]
         for e in range(size):
             acc[e] += np.float64(src[e]) * c
-    b = np.float64(bigs[0])
-    ib = 1.0 / b
-    half = np.floor((b - 1.0) / 2.0)
-    flim = np.float64(lim)
     o = out.reshape(-1)
-    for e in range(size):
-        a = acc[e]
-        x = a - np.floor(a * ib) * b
-        x += b * (x < 0.0)
-        x -= b * (x >= b)
-        x -= b * (x > half)
-        o[e] = np.float32(x)
+    _signed_crt(acc, bigs[0], o)
     if not redundant:
         return
+    flim = np.float64(lim)
     n_cands = coeffs.shape[0]
     for e in range(size):
         x = np.float64(o[e])
@@ -182,10 +172,7 @@ def _crt_check(res, coeffs, bigs, lim, redundant, out, counters):  # pragma: no 
             s = 0.0
             for k in range(n):
                 s += np.float64(res[k, e]) * np.float64(coeffs[cand, k])
-            y = s - np.floor(s / bc) * bc
-            y += bc * (y < 0.0)
-            y -= bc * (y >= bc)
-            y -= bc * (y > np.floor((bc - 1.0) / 2.0))
+            y = _signed(s, bc, 1.0 / bc, np.floor((bc - 1.0) / 2.0))
             if -flim <= y <= flim:
                 o[e] = np.float32(y)
                 found = True
