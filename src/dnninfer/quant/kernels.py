@@ -83,45 +83,25 @@ def _dense_gemv(x, w, scale, shift, out):  # pragma: no cover - compiled
         out[n, 0] = acc * scale[n] + shift[n]
 
 
-@numba.njit(**_JIT)
-def _csr_gemm(xt, ptr, idx, scale, shift, out):  # pragma: no cover - compiled
-    """Signed binary: one index list per filter, pure additions, one multiply per output."""
-    M = xt.shape[1]
-    for n in range(ptr.shape[0] - 1):
-        acc = out[n]
-        acc[:] = 0.0
-        for j in range(ptr[n], ptr[n + 1]):
-            k = idx[j]
-            for m in range(M):
-                acc[m] += xt[k, m]
-        for m in range(M):
-            acc[m] = acc[m] * scale[n] + shift[n]
-
-
-@numba.njit(**_JIT)
-def _csr_gemv(x, ptr, idx, scale, shift, out):  # pragma: no cover - compiled
-    for n in range(ptr.shape[0] - 1):
-        acc = np.float32(0.0)
-        for j in range(ptr[n], ptr[n + 1]):
-            acc += x[idx[j]]
-        out[n, 0] = acc * scale[n] + shift[n]
+@numba.njit(inline="always", **_JIT)
+def _add_rows(xt, idx, lo, hi, sign, acc):  # pragma: no cover - compiled
+    """``acc += sign * xt[idx[j]]`` for ``lo <= j < hi``; ``sign`` is a literal +-1 (exact: an add or a subtract)."""
+    for j in range(lo, hi):
+        k = idx[j]
+        for m in range(acc.shape[0]):
+            acc[m] += sign * xt[k, m]
 
 
 @numba.njit(**_JIT)
 def _pn_gemm(xt, ptr, mid, idx, scale, shift, out):  # pragma: no cover - compiled
-    """Ternary: per filter, indices ptr[n]..mid[n] are +1 and mid[n]..ptr[n+1] are -1."""
+    """Index lists: per filter, indices ptr[n]..mid[n] are +1 and mid[n]..ptr[n+1] are -1 (ternary;
+    signed binary has no -1 range), pure additions, then one multiply per output."""
     M = xt.shape[1]
     for n in range(ptr.shape[0] - 1):
         acc = out[n]
         acc[:] = 0.0
-        for j in range(ptr[n], mid[n]):
-            k = idx[j]
-            for m in range(M):
-                acc[m] += xt[k, m]
-        for j in range(mid[n], ptr[n + 1]):
-            k = idx[j]
-            for m in range(M):
-                acc[m] -= xt[k, m]
+        _add_rows(xt, idx, ptr[n], mid[n], np.float32(1.0), acc)
+        _add_rows(xt, idx, mid[n], ptr[n + 1], np.float32(-1.0), acc)
         for m in range(M):
             acc[m] = acc[m] * scale[n] + shift[n]
 
@@ -148,10 +128,7 @@ def _twopos_gemm(xt, ptr, idx, coef, tcoef, scale, shift, total, out):  # pragma
     for n in range(ptr.shape[0] - 1):
         acc = out[n]
         acc[:] = 0.0
-        for j in range(ptr[n], ptr[n + 1]):
-            k = idx[j]
-            for m in range(M):
-                acc[m] += xt[k, m]
+        _add_rows(xt, idx, ptr[n], ptr[n + 1], np.float32(1.0), acc)
         for m in range(M):
             acc[m] = (coef[n] * acc[m] + tcoef[n] * total[m]) * scale[n] + shift[n]
 
@@ -387,21 +364,15 @@ class TernaryKernel(Kernel):
         return len(self.idx) / self.shape[0]
 
 
-class SignedKernel(Kernel):
+class SignedKernel(TernaryKernel):
+    """Signed binary: one index list per filter, all additions (the ternary layout with an empty -1
+    range, so it runs the ternary kernels); the filter's sign is folded into ``scale``."""
+
     def __init__(self, w: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> None:
-        super().__init__("signed", (w.shape[0], w.shape[1]), scale, shift)
+        Kernel.__init__(self, "signed", (w.shape[0], w.shape[1]), scale, shift)
         self.name = "signed"
         self.ptr, self.idx = _csr(w != 0)
-
-    def run_t(self, xt: np.ndarray, out: np.ndarray) -> np.ndarray:
-        if xt.shape[1] == 1:
-            _csr_gemv(xt[:, 0], self.ptr, self.idx, self.scale, self.shift, out)
-        else:
-            _csr_gemm(xt, self.ptr, self.idx, self.scale, self.shift, out)
-        return out
-
-    def adds_per_output(self) -> float:
-        return len(self.idx) / self.shape[0]
+        self.mid = self.ptr[1:].copy()
 
 
 KERNELS = {"fp32_blas": Fp32Kernel, "dense_pm1": DensePM1Kernel, "binary_2pos": BinaryKernel,
