@@ -113,48 +113,39 @@ def check_signed_scale(value: ScaleSpec) -> ScaleSpec:
     raise expected("signed-binary scale", f"{' or '.join(map(repr, SIGNED_SCALES))} or a positive number", value)
 
 
-class BinaryQuant(torch.autograd.Function):
+class _ClippedSTE(torch.autograd.Function):
+    """Forward: the subclass's quantiser (autograd is off inside ``forward``, so it sees plain values);
+    backward: PLUM's clipped STE for the weight, no gradient for the extra arguments (the scale)."""
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+        ctx.save_for_backward(inputs[0])
+        ctx.n_extra = len(inputs) - 1
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        (w,) = ctx.saved_tensors
+        return (_ste_grad(grad, w), *[None] * ctx.n_extra)
+
+
+class BinaryQuant(_ClippedSTE):
     """BWN: ``alpha_f * sign(W_f)``, ``alpha_f = mean|W_f|``; clipped STE backward."""
 
-    @staticmethod
-    def forward(ctx: Any, w: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        ctx.save_for_backward(w)
-        return _binary(w.detach())
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        (w,) = ctx.saved_tensors
-        return _ste_grad(grad, w)
+    forward = staticmethod(_binary)
 
 
-class TernaryQuant(torch.autograd.Function):
+class TernaryQuant(_ClippedSTE):
     """TWN: threshold ``0.7 * mean|W_f|``, ``alpha_f`` = mean of the kept magnitudes; clipped STE."""
 
-    @staticmethod
-    def forward(ctx: Any, w: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        ctx.save_for_backward(w)
-        return _ternary(w.detach())
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        (w,) = ctx.saved_tensors
-        return _ste_grad(grad, w)
+    forward = staticmethod(_ternary)
 
 
-class SignedBinaryQuant(torch.autograd.Function):
+class SignedBinaryQuant(_ClippedSTE):
     """Signed binary (PLUM §2.1): ``{0,+1}`` first half of filters, ``{0,-1}`` the rest, times
     ``scale`` (the official code's constant 1, or ``"mean"``: per-filter mean of the kept ``|W|``);
-    clipped STE as ``STESign.backward``."""
+    clipped STE as ``STESign.backward``. ``apply(w, scale=1.0)``."""
 
-    @staticmethod
-    def forward(ctx: Any, w: torch.Tensor, scale: ScaleSpec = 1.0) -> torch.Tensor:  # type: ignore[override]
-        ctx.save_for_backward(w)
-        return _signed(w.detach(), scale)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
-        (w,) = ctx.saved_tensors
-        return _ste_grad(grad, w), None
+    forward = staticmethod(_signed)
 
 
 def quantize_weight(w: torch.Tensor, method: str, *, signed_scale: ScaleSpec = 1.0) -> torch.Tensor:
