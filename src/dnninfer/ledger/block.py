@@ -14,19 +14,13 @@ import dataclasses
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from typing import Any
 
-from dnninfer.ledger.canonical import (
-    canonical_json,
-    check_hex64,
-    check_id,
-    check_int,
-    exact_keys,
-    parse_json,
-)
+from dnninfer.ledger.canonical import canonical_json, check_hex64, check_id, check_int, exact_keys, parse_json
 from dnninfer.ledger.consensus import MAX_TARGET
 from dnninfer.ledger.errors import LedgerError
+from dnninfer.ledger.fields import FieldCheck, check_fields
 from dnninfer.ledger.merkle import merkle_root
 from dnninfer.ledger.receipt import Receipt
 
@@ -36,6 +30,11 @@ HEADER_VERSION = 1
 GENESIS_MINER = "genesis"
 _FIELDS = ("index", "prev_hash", "merkle_root", "miner", "reputation_root", "target", "nonce", "timestamp_us",
            "receipts")
+_CHECKS: dict[str, FieldCheck] = {
+    "index": check_int, "prev_hash": check_hex64, "merkle_root": check_hex64, "miner": check_id,
+    "reputation_root": check_hex64, "target": partial(check_int, lo=1, hi=MAX_TARGET),
+    "nonce": partial(check_int, lo=0, hi=_NONCE_MASK), "timestamp_us": check_int,
+}
 
 
 @dataclass(frozen=True)
@@ -54,14 +53,7 @@ class Block:
 
     def __post_init__(self) -> None:
         w = f"block {self.index!r}"
-        check_int(self.index, f"{w}: field 'index'")
-        check_hex64(self.prev_hash, f"{w}: field 'prev_hash'")
-        check_hex64(self.merkle_root, f"{w}: field 'merkle_root'")
-        check_id(self.miner, f"{w}: field 'miner'")
-        check_hex64(self.reputation_root, f"{w}: field 'reputation_root'")
-        check_int(self.target, f"{w}: field 'target'", 1, MAX_TARGET)
-        check_int(self.nonce, f"{w}: field 'nonce'", 0, _NONCE_MASK)
-        check_int(self.timestamp_us, f"{w}: field 'timestamp_us'")
+        check_fields(self, w, _CHECKS)
         if not isinstance(self.receipts, tuple) or not all(isinstance(r, Receipt) for r in self.receipts):
             raise LedgerError(f"{w}: field 'receipts': expected a tuple of Receipt")
 

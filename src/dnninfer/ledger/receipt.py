@@ -32,6 +32,7 @@ from dnninfer.ledger.canonical import (
     sha256_hex,
 )
 from dnninfer.ledger.errors import LedgerError
+from dnninfer.ledger.fields import FieldCheck, check_fields
 
 _SIGN_DOMAIN = b"dnninfer-receipt-v1\n"
 _TENSOR_DOMAIN = b"dnninfer-tensor-v1\n"
@@ -110,6 +111,11 @@ class Keyring(Mapping[str, bytes]):
 
 _FIELDS = ("gateway", "ap", "slot", "split", "first", "last", "intermediate_sha256", "output_sha256",
            "cycles", "timestamp_us", "signature")
+_CHECKS: dict[str, FieldCheck] = {
+    "gateway": check_id, "ap": check_id, "slot": check_int, "split": check_int, "first": check_int,
+    "last": check_int, "intermediate_sha256": check_hex64, "output_sha256": check_hex64, "cycles": check_int,
+    "timestamp_us": check_int,
+}
 
 
 @dataclass(frozen=True)
@@ -136,18 +142,9 @@ class Receipt:
 
     def __post_init__(self) -> None:
         w = f"receipt ({self.gateway!r}, slot {self.slot!r})"
-        check_id(self.gateway, f"{w}: field 'gateway'")
-        check_id(self.ap, f"{w}: field 'ap'")
-        check_int(self.slot, f"{w}: field 'slot'")
-        check_int(self.split, f"{w}: field 'split'")
-        check_int(self.first, f"{w}: field 'first'")
-        check_int(self.last, f"{w}: field 'last'")
+        check_fields(self, w, _CHECKS)
         if self.last < self.first - 1:
             raise LedgerError(f"{w}: field 'last': layer range {self.first}..{self.last} is inverted")
-        check_hex64(self.intermediate_sha256, f"{w}: field 'intermediate_sha256'")
-        check_hex64(self.output_sha256, f"{w}: field 'output_sha256'")
-        check_int(self.cycles, f"{w}: field 'cycles'")
-        check_int(self.timestamp_us, f"{w}: field 'timestamp_us'")
         if self.signature != "":
             check_hex64(self.signature, f"{w}: field 'signature'")
 
