@@ -65,16 +65,22 @@ def run_inprocess(
     env: dict[str, Any] = dict(zip(graph.input_names, inputs, strict=True))
     result = RunResult(output=None, wall_s=0.0, emulated=links is not None)
     simulated = 0.0
-    t0 = time.perf_counter()
-    for st in stages:
-        node = place[st.index]
-        hops = incoming(st.inputs, env, where, node, links, sleeping=sleep)
-        wait = max((h.delay_s for h in hops), default=0.0)
+
+    def receive(names: Sequence[str], node: str) -> None:
+        """Wait for the values `node` needs (sleep, or add to the simulated time)."""
+        nonlocal simulated
+        hops = incoming(names, env, where, node, links, sleeping=sleep)
         result.transfers += hops
+        wait = max((h.delay_s for h in hops), default=0.0)
         if sleep:
             time.sleep(wait)
         else:
             simulated += wait
+
+    t0 = time.perf_counter()
+    for st in stages:
+        node = place[st.index]
+        receive(st.inputs, node)
         c0 = time.perf_counter()
         try:
             with torch.no_grad():
@@ -83,13 +89,7 @@ def run_inprocess(
             raise RuntimeError(f"stage {st.index} on node {node!r} failed: {type(e).__name__}: {e}") from e
         result.compute_s[st.index] = time.perf_counter() - c0
         env.update(zip(st.outputs, outs, strict=True))
-    back = incoming([n.name for n in graph.output_node.all_input_nodes], env, where, source, links, sleeping=sleep)
-    result.transfers += back
-    wait = max((h.delay_s for h in back), default=0.0)
-    if sleep:
-        time.sleep(wait)
-    else:
-        simulated += wait
+    receive([n.name for n in graph.output_node.all_input_nodes], source)
     result.output = assemble_output(graph, env)
     result.wall_s = time.perf_counter() - t0 + simulated
     return result

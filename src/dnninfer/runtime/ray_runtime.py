@@ -14,16 +14,8 @@ from typing import Any
 from dnninfer.errors import UserError
 from dnninfer.graph import Graph, Stage
 from dnninfer.graph.split import assemble_output
-from dnninfer.runtime.common import (
-    Links,
-    RunResult,
-    Transfer,
-    check_placement,
-    emulated_delay,
-    link_between,
-    producers,
-    tensor_bytes,
-)
+from dnninfer.runtime.common import Links, RunResult, check_placement, producers
+from dnninfer.runtime.inprocess import incoming
 
 
 class NodeFailure(RuntimeError):
@@ -53,8 +45,6 @@ class _NodeWorker:
 
     def run(self, label: int, names: list[str], sources: list[str], *envs: dict[str, Any]) -> dict[str, Any]:
         import torch
-
-        from dnninfer.runtime.inprocess import incoming
 
         env: dict[str, Any] = {}
         for e in envs:
@@ -189,12 +179,7 @@ class RayRuntime:
         env: dict[str, Any] = dict(zip(graph.input_names, inputs, strict=True))
         for r in done.values():
             env.update(r["values"])
-        back: list[Transfer] = []
-        for name in (n.name for n in graph.output_node.all_input_nodes):
-            link = link_between(links, where[name], source)
-            if link is not None and not getattr(link, "local", False):
-                nbytes = tensor_bytes(env[name])
-                back.append(Transfer(where[name], source, nbytes, emulated_delay(link, where[name], source, nbytes)))
+        back = incoming([n.name for n in graph.output_node.all_input_nodes], env, where, source, links)
         time.sleep(max((h.delay_s for h in back), default=0.0))
         result = RunResult(output=assemble_output(graph, env), wall_s=time.perf_counter() - t0,
                            emulated=links is not None)
