@@ -559,12 +559,8 @@ class Service:
                 out = [ResultMessage(m.rid, m.index, r, m.t_got - m.t_put, t0 - m.t_got, t1 - t0,
                                      extra={"batch_size": len(msgs)}) for m, r in zip(msgs, rows, strict=True)]
                 await broker.put_many(RESULTS, out)
-            except asyncio.CancelledError:
-                raise
-            except BrokerUnavailable as e:
-                self.broker_errors[kind] = str(e)
-                self._fail_pending(kind, e)
-                await asyncio.sleep(0.2)
+            except BrokerUnavailable as e:  # (CancelledError is no Exception: it still ends the task)
+                await self._broker_down(kind, e)
             except Exception:
                 log.exception("classifier stage failed on a batch")
                 await asyncio.sleep(0.05)
@@ -574,12 +570,8 @@ class Service:
         while True:
             try:
                 msgs = await broker.get_many(RESULTS, 256, 0.5)
-            except asyncio.CancelledError:
-                raise
             except BrokerUnavailable as e:
-                self.broker_errors[kind] = str(e)
-                self._fail_pending(kind, e)
-                await asyncio.sleep(0.2)
+                await self._broker_down(kind, e)
                 continue
             for m in msgs:
                 self.m_hop.observe(m.t_got - m.t_put, broker=kind, direction="result")
@@ -590,10 +582,13 @@ class Service:
                 if len(p.results) == p.n:
                     p.future.set_result(p.results)
 
-    def _fail_pending(self, kind: str, e: Exception) -> None:
+    async def _broker_down(self, kind: str, e: Exception) -> None:
+        """Record why `kind` is down (for /health), fail the requests waiting on it, back off a little."""
+        self.broker_errors[kind] = str(e)
         for p in self._pending.values():
             if p.broker == kind and not p.future.done():
                 p.future.set_exception(BrokerUnavailable(str(e)))
+        await asyncio.sleep(0.2)
 
     # -- status -------------------------------------------------------------------------------------
     async def health(self) -> dict[str, Any]:
