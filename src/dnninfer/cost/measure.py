@@ -35,13 +35,21 @@ from dnninfer.env import capture_env, cpu_model, pinned_threads
 from dnninfer.graph import Graph
 from dnninfer.graph.core import COMPUTE_OPS
 
-__all__ = ["LatencyProfile", "cache_path", "default_cache_dir", "graph_key", "profile"]
+__all__ = ["LatencyProfile", "cache_path", "check_format", "default_cache_dir", "graph_key", "profile"]
 
 log = logging.getLogger(__name__)
 
 CACHE_ENV = "DNNINFER_CACHE_DIR"
 FORMAT_VERSION = 1
 _MIN_S = 1e-9  # a node never reports 0 s: the clock ticks in ns and every call takes longer
+
+
+def check_format(data: Mapping[str, Any], what: str, version: int) -> None:
+    """Refuse a stored record of another format version (a missing version is read as `version`):
+    an old cache or model file is rebuilt rather than misread."""
+    found = data.get("version", version)
+    if found != version:
+        raise ValueError(f"{what} format {found}: expected {version}")
 
 
 @dataclass(frozen=True)
@@ -61,9 +69,7 @@ class LatencyProfile:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LatencyProfile:
-        version = data.get("version", FORMAT_VERSION)
-        if version != FORMAT_VERSION:
-            raise ValueError(f"latency profile format {version}: expected {FORMAT_VERSION}")
+        check_format(data, "latency profile", FORMAT_VERSION)
         return cls(
             graph_key=str(data["graph_key"]),
             threads=int(data["threads"]),

@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from scipy.optimize import nnls
 
-from dnninfer.cost.measure import LatencyProfile, profile
+from dnninfer.cost.measure import LatencyProfile, check_format, profile
 from dnninfer.cost.profiles import DeviceProfile
 from dnninfer.graph import Graph, NodeInfo
 
@@ -119,9 +119,7 @@ class LatencyModel:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LatencyModel:
-        version = data.get("version", FORMAT_VERSION)
-        if version != FORMAT_VERSION:
-            raise ValueError(f"latency model format {version}: expected {FORMAT_VERSION}")
+        check_format(data, "latency model", FORMAT_VERSION)
         return cls(
             per_kind={k: Coeffs.from_dict(v) for k, v in data["per_kind"].items()},
             fallback=Coeffs.from_dict(data["fallback"]),
