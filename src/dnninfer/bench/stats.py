@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -17,6 +18,7 @@ from dnninfer.errors import expected
 
 __all__ = [
     "RatioCI",
+    "Samples",
     "Summary",
     "bootstrap_ratio_ci",
     "iqr",
@@ -28,31 +30,42 @@ __all__ = [
 ]
 
 
-def _as_array(samples: Sequence[float] | np.ndarray, name: str = "samples") -> np.ndarray:
+Samples = Sequence[float] | np.ndarray
+"""One set of measurements (seconds, usually)."""
+
+
+class _Record:
+    """A frozen dataclass of results; ``to_dict`` is what bench JSON stores."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+
+def _as_array(samples: Samples, name: str = "samples") -> np.ndarray:
     arr = np.asarray(samples, dtype=np.float64).ravel()
     if arr.size == 0:
         raise expected(name, "at least one value", "an empty sequence")
     return arr
 
 
-def median(samples: Sequence[float] | np.ndarray) -> float:
+def median(samples: Samples) -> float:
     """Median: the centre that a few slow outliers cannot drag."""
     return float(np.median(_as_array(samples)))
 
 
-def percentile(samples: Sequence[float] | np.ndarray, q: float) -> float:
+def percentile(samples: Samples, q: float) -> float:
     """The q-th percentile (0..100), linear interpolation as in ``numpy.percentile``."""
     return float(np.percentile(_as_array(samples), q))
 
 
-def iqr(samples: Sequence[float] | np.ndarray) -> tuple[float, float]:
+def iqr(samples: Samples) -> tuple[float, float]:
     """(p25, p75): the spread of the middle half, our noise bar."""
     p25, p75 = np.percentile(_as_array(samples), [25, 75])
     return float(p25), float(p75)
 
 
 @dataclass(frozen=True)
-class Summary:
+class Summary(_Record):
     """Order statistics of one sample set."""
 
     n: int
@@ -66,11 +79,8 @@ class Summary:
     min: float
     max: float
 
-    def to_dict(self) -> dict[str, float | int]:
-        return asdict(self)
 
-
-def summarize(samples: Sequence[float] | np.ndarray) -> Summary:
+def summarize(samples: Samples) -> Summary:
     """All the statistics a bench row reports, computed once."""
     arr = _as_array(samples)
     p25, p50, p75, p90, p95 = np.percentile(arr, [25, 50, 75, 90, 95])
@@ -89,7 +99,7 @@ def summarize(samples: Sequence[float] | np.ndarray) -> Summary:
 
 
 @dataclass(frozen=True)
-class RatioCI:
+class RatioCI(_Record):
     """``median(numerator) / median(denominator)`` with a bootstrap confidence interval."""
 
     numerator: str
@@ -99,13 +109,10 @@ class RatioCI:
     hi: float
     confidence: float
 
-    def to_dict(self) -> dict[str, float | str]:
-        return asdict(self)
-
 
 def bootstrap_ratio_ci(
-    numerator: Sequence[float] | np.ndarray,
-    denominator: Sequence[float] | np.ndarray,
+    numerator: Samples,
+    denominator: Samples,
     *,
     n_boot: int = 2000,
     confidence: float = 0.95,
@@ -133,8 +140,8 @@ def bootstrap_ratio_ci(
 
 
 def ratio_ci(
-    numerator: Sequence[float] | np.ndarray,
-    denominator: Sequence[float] | np.ndarray,
+    numerator: Samples,
+    denominator: Samples,
     *,
     names: tuple[str, str] = ("numerator", "denominator"),
     n_boot: int = 2000,
@@ -149,7 +156,7 @@ def ratio_ci(
 
 
 def pairwise_ratios(
-    samples: Mapping[str, Sequence[float] | np.ndarray],
+    samples: Mapping[str, Samples],
     *,
     n_boot: int = 2000,
     confidence: float = 0.95,
