@@ -119,57 +119,52 @@ static inline void store_row(const tref_t *r, int32_t i0, const int8_t *src, int
     int32_t j;
     for (j = 0; j < n; ++j) *at(r, i0 + j) = src[j];
 }
+/* The k x kw window of output pixel (row t, column ox) of a conv or depthwise layer: the sum of
+ * (x - zp_in) * w over its taps inside the input (zero padding is x = zp_in, so it adds nothing) and
+ * over n channels from input channel c0; tap (ky, kx) channel ci has weight w0[(ky * kw + kx) * w_tap
+ * + ci * w_ch]. conv: all cin channels, weights (k, kw, cin, cout) from w + co; dw: channel c alone. */
+static inline int32_t window_sum(const layer_t *L, const tref_t *x, int32_t t, int32_t ox, int32_t c0,
+                                 int32_t n, const int8_t *w0, int32_t w_tap, int32_t w_ch) {
+    const int32_t si = L->win * L->cin;
+    int32_t sum = 0, ky, kx, ci;
+    for (ky = 0; ky < L->k; ++ky) {
+        const int32_t iy = t * L->s - L->p + ky;
+        if (iy < 0 || iy >= L->hin) continue;
+        for (kx = 0; kx < L->kw; ++kx) {
+            const int32_t ix = ox * L->s - L->p + kx;
+            const int32_t base = iy * si + ix * L->cin + c0;
+            const int8_t *wp = w0 + (ky * L->kw + kx) * w_tap;
+            if (ix < 0 || ix >= L->win) continue;
+            for (ci = 0; ci < n; ++ci)
+                sum += ((int32_t)*at(x, base + ci) - L->zp_in) * (int32_t)wp[ci * w_ch];
+        }
+    }
+    return sum;
+}
 """
 
 _KERNELS: dict[str, str] = {
     "conv": r"""
 /* conv k x kw (and 1x1 pw): output row t into dst[wout * cout]; zero padding means x = zp_in */
 static void conv_row(const layer_t *L, const tref_t *x, int32_t t, int8_t *dst) {
-    const int32_t si = L->win * L->cin;
-    int32_t ox, co, ky, kx, ci;
-    for (ox = 0; ox < L->wout; ++ox) {
+    int32_t ox, co;
+    for (ox = 0; ox < L->wout; ++ox)
         for (co = 0; co < L->cout; ++co) {
-            int32_t sum = 0;
-            for (ky = 0; ky < L->k; ++ky) {
-                const int32_t iy = t * L->s - L->p + ky;
-                if (iy < 0 || iy >= L->hin) continue;
-                for (kx = 0; kx < L->kw; ++kx) {
-                    const int32_t ix = ox * L->s - L->p + kx;
-                    const int8_t *wp;
-                    int32_t base;
-                    if (ix < 0 || ix >= L->win) continue;
-                    wp = L->w + (int32_t)((ky * L->kw + kx) * L->cin) * L->cout + co;
-                    base = iy * si + ix * L->cin;
-                    for (ci = 0; ci < L->cin; ++ci)
-                        sum += ((int32_t)*at(x, base + ci) - L->zp_in) * (int32_t)wp[ci * L->cout];
-                }
-            }
+            const int32_t sum = window_sum(L, x, t, ox, 0, L->cin, L->w + co, L->cin * L->cout, L->cout);
             dst[ox * L->cout + co] = finish(L, (int64_t)L->bias[co] + sum, co);
         }
-    }
 }
 """,
     "dw": r"""
 /* depthwise k x kw: output row t into dst[wout * c] */
 static void dw_row(const layer_t *L, const tref_t *x, int32_t t, int8_t *dst) {
-    const int32_t si = L->win * L->cin, c_n = L->cout;
-    int32_t ox, c, ky, kx;
-    for (ox = 0; ox < L->wout; ++ox) {
+    const int32_t c_n = L->cout;  /* = cin */
+    int32_t ox, c;
+    for (ox = 0; ox < L->wout; ++ox)
         for (c = 0; c < c_n; ++c) {
-            int32_t sum = 0;
-            for (ky = 0; ky < L->k; ++ky) {
-                const int32_t iy = t * L->s - L->p + ky;
-                if (iy < 0 || iy >= L->hin) continue;
-                for (kx = 0; kx < L->kw; ++kx) {
-                    const int32_t ix = ox * L->s - L->p + kx;
-                    if (ix < 0 || ix >= L->win) continue;
-                    sum += ((int32_t)*at(x, iy * si + ix * c_n + c) - L->zp_in)
-                           * (int32_t)L->w[(ky * L->kw + kx) * c_n + c];
-                }
-            }
+            const int32_t sum = window_sum(L, x, t, ox, c, 1, L->w + c, c_n, 0);
             dst[ox * c_n + c] = finish(L, (int64_t)L->bias[c] + sum, c);
         }
-    }
 }
 """,
     "inplace_dw": r"""
