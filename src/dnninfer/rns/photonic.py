@@ -3,9 +3,10 @@
 What is modelled (research note §2.5, §2.9; every constant is read from ``configs/photonic/*.yaml``,
 each with its source; entries marked [R] there are our reconstruction):
 
-* Workload: the three GEMMs of every Conv2d/Linear in one training step (forward ``(M, K, N)``,
-  grad-input ``(M, N, K)``, grad-weight ``(N, M, K)``; the first layer needs no grad-input), shapes
-  captured with forward hooks on zoo models at a training batch.
+* Workload: the three GEMMs of every matrix product in one training step (forward ``(M, K, N)``,
+  grad of the left operand ``(M, N, K)``, of the right one ``(N, M, K)``; an operand computed from
+  no parameter, such as the model input, needs no gradient), read from the captured Graph: conv,
+  linear and the attention matmuls (Q K^T, P V) alike (graph/ops.py `matmuls`), at a training batch.
 * SA: ``R x C`` PEs at ``f``; cycles ``ceil(K/R) ceil(N/C) (M + R + C - 2)``; energy per MAC = one
   FP32 (or FP16/bf16) multiply + add + PE register traffic; SRAM traffic for the streamed operand (once
   per column tile), the stationary operand and the partial sums (once per reduction tile).
@@ -42,6 +43,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
 from dnninfer.errors import UserError
+from dnninfer.graph import Graph, capture, matmuls
+from dnninfer.graph.core import COMPUTE_OPS
 
 __all__ = [
     "PAPER",
@@ -52,6 +55,7 @@ __all__ = [
     "SystolicArray",
     "Workload",
     "compare",
+    "graph_gemms",
     "load_config",
     "sensitivity",
     "training_gemms",
@@ -135,7 +139,10 @@ def load_config(name_or_path: str | Path) -> Config:
 # -- workloads ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Gemm:
-    """``(rows x red) @ (red x cols)``; the (red x cols) operand is the stationary one."""
+    """``(rows x red) @ (red x cols)``, `count` times; the (red x cols) operand is the stationary one.
+
+    `kind`: ``fwd``, ``dx`` (gradient of an activation) or ``dw`` (gradient of a parameter).
+    """
 
     rows: int
     red: int
@@ -159,36 +166,54 @@ class Workload:
         return sum(g.macs for g in self.gemms)
 
 
-def training_gemms(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> list[Gemm]:
-    """The forward, grad-input and grad-weight GEMMs of every Conv2d / Linear, from one forward pass."""
-    found: list[tuple[nn.Module, torch.Size, torch.Size]] = []
+def _trainable(graph: Graph) -> set[str]:
+    """Values a training step differentiates: trainable parameters and everything computed from one
+    (the model's inputs, and values made from inputs alone, need no gradient)."""
+    params = {name for name, p in graph.gm.named_parameters() if p.requires_grad}
+    out: set[str] = set()
+    for node in graph.gm.graph.nodes:
+        if node.op == "get_attr":
+            if str(node.target) in params:
+                out.add(node.name)
+        elif node.op in COMPUTE_OPS:
+            own = node.op == "call_module" and any(
+                p.requires_grad for p in graph.gm.get_submodule(str(node.target)).parameters())
+            if own or any(a.name in out for a in node.all_input_nodes):
+                out.add(node.name)
+    return out
 
-    def hook(mod: nn.Module, args: tuple, out: torch.Tensor) -> None:
-        found.append((mod, args[0].shape, out.shape))
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
-    try:
-        with torch.no_grad():
-            model(*inputs)
-    finally:
-        for h in handles:
-            h.remove()
+def graph_gemms(graph: Graph, batch: int = 1) -> list[Gemm]:
+    """The forward and backward GEMMs of one training step over a captured graph, in node order.
+
+    Every matrix product the graph performs (graph/ops.py `matmuls`: conv, linear, and the
+    activation matmuls of attention, Q K^T and P V) gives its forward GEMM ``(M, K, N)``, the
+    gradient of its left operand ``(M, N, K)`` and of its right operand ``(N, M, K)`` ("dw" for a
+    parameter, "dx" for an activation), each only if that operand needs a gradient. `batch`
+    rescales a batch-1 capture (the batch multiplies pixels/rows, or the count of batched matmuls).
+    """
+    trainable = _trainable(graph)
     gemms: list[Gemm] = []
-    for i, (mod, in_shape, out_shape) in enumerate(found):
-        if isinstance(mod, nn.Conv2d):
-            g = mod.groups
-            m = out_shape[0] * out_shape[2] * out_shape[3]
-            k = mod.in_channels // g * mod.kernel_size[0] * mod.kernel_size[1]
-            n = mod.out_channels // g
-        else:
-            g = 1
-            m = math.prod(in_shape[:-1])
-            k, n = mod.in_features, mod.out_features
-        gemms.append(Gemm(m, k, n, "fwd", g))
-        if i > 0:  # the input of the first layer needs no gradient
-            gemms.append(Gemm(m, n, k, "dx", g))
-        gemms.append(Gemm(n, m, k, "dw", g))
+    for info in graph.compute_nodes():
+        for mm in matmuls(graph, info.name):
+            mm = mm.scaled(batch) if batch != 1 else mm
+            gemms.append(Gemm(mm.m, mm.k, mm.n, "fwd", mm.count))
+            if mm.a_param or any(v in trainable for v in mm.a):
+                gemms.append(Gemm(mm.m, mm.n, mm.k, "dw" if mm.a_param else "dx", mm.count))
+            if mm.b_param or any(v in trainable for v in mm.b):
+                gemms.append(Gemm(mm.n, mm.m, mm.k, "dw" if mm.b_param else "dx", mm.count))
     return gemms
+
+
+def training_gemms(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> list[Gemm]:
+    """The forward, grad-input and grad-weight GEMMs of one training step of `model` on `inputs`,
+    read from its captured graph (`graph_gemms`); the model's train/eval mode is left as it was."""
+    was_training = model.training
+    try:
+        graph = capture(model, inputs, name=type(model).__name__)
+    finally:
+        model.train(was_training)
+    return graph_gemms(graph)
 
 
 #: Workloads (zoo model, training batch): CNNs at 32 ImageNet images, BERT at 8 sequences of 128.
@@ -202,15 +227,8 @@ def workload(name: str, batch: int | None = None) -> Workload:
     from dnninfer import zoo
 
     batch = batch or WORKLOADS.get(name, 32)
-    model = zoo.build_model(name)
-    one = training_gemms(model, zoo.example_inputs(name, batch=1))
-    scaled = []
-    for g in one:  # the batch multiplies the streamed dim of fwd/dx and the reduced dim of dw
-        if g.kind == "dw":
-            scaled.append(Gemm(g.rows, g.red * batch, g.cols, g.kind, g.count))
-        else:
-            scaled.append(Gemm(g.rows * batch, g.red, g.cols, g.kind, g.count))
-    return Workload(name, batch, tuple(scaled))
+    graph = capture(zoo.build_model(name), zoo.example_inputs(name, batch=1), name=name)
+    return Workload(name, batch, tuple(graph_gemms(graph, batch)))
 
 
 # -- costs -------------------------------------------------------------------------------------------
