@@ -3,6 +3,8 @@
 import math
 
 import pytest
+import torch
+from torch import nn
 
 from dnninfer.errors import UserError
 from dnninfer.rns.photonic import (
@@ -14,6 +16,7 @@ from dnninfer.rns.photonic import (
     compare,
     load_config,
     training_gemms,
+    workload,
 )
 
 TOY = Workload("toy", 4, (Gemm(4096, 576, 128, "fwd"), Gemm(4096, 128, 576, "dx"), Gemm(128, 4096, 576, "dw"),
@@ -79,9 +82,6 @@ def test_compare_is_deterministic_and_complete():
 
 
 def test_training_gemms_cover_forward_and_both_backward():
-    import torch
-    from torch import nn
-
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Flatten(), nn.Linear(8 * 4 * 4, 10))
     gemms = training_gemms(model, (torch.zeros(2, 3, 4, 4),))
     kinds = [g.kind for g in gemms]
@@ -90,3 +90,64 @@ def test_training_gemms_cover_forward_and_both_backward():
     assert (conv_fwd.rows, conv_fwd.red, conv_fwd.cols) == (2 * 16, 27, 8)
     assert (conv_dw.rows, conv_dw.red, conv_dw.cols) == (8, 2 * 16, 27)
     assert conv_fwd.macs == conv_dw.macs
+
+
+
+B, L, E, HEADS = 2, 8, 16, 2
+
+
+class TinyAttention(nn.Module):
+    """One self-attention block written with ``@`` and ``torch.matmul`` (like zoo's bert_encoder)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q, self.k, self.v, self.out = (nn.Linear(E, E) for _ in range(4))
+
+    def heads(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unflatten(-1, (HEADS, E // HEADS)).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.heads(self.q(x)), self.heads(self.k(x)), self.heads(self.v(x))
+        probs = (q @ k.transpose(-2, -1)).softmax(-1)
+        return self.out(torch.matmul(probs, v).transpose(1, 2).flatten(2))
+
+
+def _hook_macs(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> int:
+    """The former workload: forward hooks on Linear layers only (the negative control)."""
+    rows: list[int] = []
+    handles = [m.register_forward_hook(lambda m, a, o: rows.append(math.prod(a[0].shape[:-1])))
+               for m in model.modules() if isinstance(m, nn.Linear)]
+    with torch.no_grad():
+        model(*inputs)
+    for h in handles:
+        h.remove()
+    per = [r * E * E for r in rows]
+    return 3 * sum(per) - per[0]  # fwd + dx + dw each, no dx for the first layer
+
+
+def test_training_gemms_count_the_attention_matmuls():
+    model = TinyAttention()
+    x = torch.randn(B, L, E)
+    gemms = training_gemms(model, (x,))
+    d = E // HEADS
+    shapes = {(g.rows, g.red, g.cols, g.count, g.kind) for g in gemms}
+    assert (L, d, L, B * HEADS, "fwd") in shapes  # Q @ K^T per (batch, head)
+    assert (L, L, d, B * HEADS, "fwd") in shapes  # attn @ V
+    proj = B * L * E * E  # MACs of one projection
+    att = B * HEADS * L * L * d  # MACs of one attention matmul
+    # q/k/v read the input (no grad-input), out gets one; all four get a grad-weight; both attention
+    # matmuls get a forward and a gradient for each operand (both depend on parameters)
+    hand = 4 * proj + 1 * proj + 4 * proj + 2 * 3 * att
+    assert sum(g.macs for g in gemms) == hand
+    assert [g.kind for g in gemms].count("dw") == 4
+    assert _hook_macs(model, (x,)) != hand  # negative control: the hook count misses the attention matmuls
+    assert model.training  # capture's eval() is undone
+
+
+def test_bert_workload_has_attention_gemms_scaled_by_batch():
+    w = workload("bert_encoder", batch=8)
+    att = [g for g in w.gemms if g.kind == "fwd" and g.count > 1]
+    assert len(att) == 8
+    assert {(g.rows, g.red, g.cols, g.count) for g in att} == {(128, 64, 128, 32), (128, 128, 64, 32)}
+    linear = [g for g in w.gemms if g.kind == "fwd" and g.count == 1]
+    assert linear[0].rows == 8 * 128  # the batch multiplies the rows of a linear layer

@@ -180,14 +180,13 @@ class Param:
 
 
 def conv_rows(h: int, k: int, s: int, d: int, top: int, bottom: int, ceil: bool) -> int:
-    """PyTorch's output height of a conv/pool over `h` rows (the ceil_mode rule included)."""
+    """PyTorch's output height of a conv/pool over `h` rows (the ceil_mode rule included: a ceil-mode
+    pool whose window overhangs the input still has one row); 0 where torch refuses the shape."""
     num = h + top + bottom - d * (k - 1) - 1
-    if num < 0:
-        return 0
     out = (num + (s - 1 if ceil else 0)) // s + 1
     if ceil and (out - 1) * s >= h + top:
         out -= 1
-    return out
+    return max(out, 0)
 
 
 @dataclass(frozen=True)
