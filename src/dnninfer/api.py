@@ -33,10 +33,10 @@ import torch
 from torch import nn
 
 from dnninfer.adaptive.pipeline import CBNetConfig
+from dnninfer.bdt.dpra import DPRAConfig
 from dnninfer.errors import UserError
 from dnninfer.graph import Graph
 from dnninfer.graph.swap import FilterFn
-from dnninfer.partition.dpra import DPRAConfig
 from dnninfer.rns.numerics import Numerics as RNSConfig
 from dnninfer.zoo.load import LoadedModel as Model
 from dnninfer.zoo.load import load_model
@@ -501,7 +501,7 @@ def dpra_simulate(model: ModelLike, inputs: Sequence[Any] | torch.Tensor | None 
     whole model: ``ledger.max_abs_err``) and receipts and blocks go into the ledger at
     `ledger_path` (a temporary one when None). Latencies are the simulator's (predicted); the
     returned dict also holds the raw ``result`` (a SimResult)."""
-    from dnninfer.partition.dpra_run import run
+    from dnninfer.bdt.run import run
 
     m = _resolve(model, inputs)
     return run(m, slots=slots, method=method, cfg=config, segments=segments, ledger_path=ledger_path,

@@ -1,6 +1,7 @@
 """The one entry point, `dnninfer`. Core commands live here; each area may add its own by
-shipping ``dnninfer/<area>/cli.py`` with ``add_commands(subparsers)``, and each system's bench
-comes from the bench registry, so this file never lists systems.
+shipping ``dnninfer/<area>/cli.py`` with ``add_commands(subparsers)`` (built from the public helpers
+in `dnninfer.cliutil`), and each system's bench comes from the bench registry, so this file never
+lists systems or areas.
 
 User mistakes (`UserError`) print one line, ``dnninfer: error: ...``, and exit 2. Numeric options
 are checked where they are parsed (`dnninfer.argtypes`), so a nan or a 0 never reaches the work.
@@ -18,87 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from dnninfer import argtypes as at
+from dnninfer.cliutil import Parser, emit, load_graph, model_args, one_line, stdout
 from dnninfer.errors import UserError
 
 #: Most intra-op threads an option accepts; more only oversubscribes the host.
 MAX_THREADS = 256
 #: Longest emulated round trip (ms) `run` accepts: the emulation sleeps for real.
 MAX_RTT_MS = 60_000.0
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, like every other user error
-        raise UserError(f"{self.prog}: {message}")
-
-    def _get_values(self, action: argparse.Action, arg_strings: list[str]) -> Any:
-        # Python 3.11's argparse drops a lone '--' value (``--batch=--``) and hands the option an
-        # empty list without calling its type=; refuse it like any other malformed value.
-        if action.option_strings and action.nargs is None and arg_strings == ["--"]:
-            self.error(f"argument {'/'.join(action.option_strings)}: expected a value, got '--'")
-        return super()._get_values(action, arg_strings)
-
-
-def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="zoo name (see `dnninfer models`), path/model.py[:factory], a torch.export .pt2, "
-                                 "an .onnx file, or (with --trust-pickle) a pickled .pt module")
-    p.add_argument("--input-shape", type=at.input_shape,
-                   help="input shape for a user model file, e.g. 1,3,224,224")
-    p.add_argument("--batch", type=at.batch, default=1,
-                   help=f"batch size of the example input (zoo models; a .pt2 with a dynamic first dim), "
-                        f"1..{at.MAX_BATCH}")
-    p.add_argument("--seed", type=at.seed, default=0)
-    p.add_argument("--weights", metavar="FILE", default=None,
-                   help="state_dict for a zoo model or model.py factory (torch.save(model.state_dict(), FILE)); "
-                        "read without running code")
-    p.add_argument("--trust-pickle", action="store_true",
-                   help="load a pickled whole-module .pt: unpickling runs any code the file holds, so only for "
-                        "files you trust (prefer a .pt2 from torch.export.save)")
-    p.add_argument("--flops-rules", metavar="FILE", default=None,
-                   help="FLOPs rules for ops the built-in table lacks: .json/.yaml {op: k per output element | "
-                        "{per_out|per_in: k, kind: K}} or a .py defining RULES")
-
-
-def _load_graph(args: argparse.Namespace):
-    """Load MODEL and capture it with the user's FLOPs rules; the one-per-capture warning about
-    estimated ops becomes one ``dnninfer: warning:`` line on stderr."""
-    import warnings
-
-    from dnninfer.graph import capture
-    from dnninfer.graph.flops import UnknownOpWarning
-    from dnninfer.zoo import load_model
-    from dnninfer.zoo.load import load_flops_rules
-
-    rules_file = getattr(args, "flops_rules", None)
-    rules = load_flops_rules(rules_file) if rules_file else None  # a bad file fails before any work
-    loaded = load_model(args.model, input_shape=args.input_shape, batch=args.batch, seed=args.seed,
-                        weights=getattr(args, "weights", None), trust_pickle=getattr(args, "trust_pickle", False))
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", UnknownOpWarning)
-        graph = capture(loaded.model, loaded.inputs, name=loaded.name, flops_rules=rules)
-    for w in caught:
-        if issubclass(w.category, UnknownOpWarning):
-            print(f"dnninfer: warning: {one_line(str(w.message))}", file=sys.stderr)
-        else:
-            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
-    return loaded, graph
-
-
-def _emit(args: argparse.Namespace, obj: Any, title: str, rows: list[dict] | None = None,
-          columns: list[str] | None = None) -> None:
-    from dnninfer.bench.output import emit_json, print_table
-
-    if args.json:
-        emit_json(obj)
-    else:  # a table the user asked for goes to stdout; progress and logs go to stderr
-        print_table(title, rows if rows is not None else [obj], columns, console=_stdout())
-
-
-def _stdout():
-    """Tables the user asked for go to stdout (wide when piped); progress and logs go to stderr."""
-    from rich.console import Console
-
-    console = Console()
-    return console if console.is_terminal else Console(width=160)
 
 
 # -- commands ----------------------------------------------------------------------------------
@@ -119,24 +46,24 @@ def cmd_models(args: argparse.Namespace) -> None:
             "nodes": len(g.compute_nodes()), "description": spec.description,
         })
         del model, g
-    _emit(args, {"models": rows}, "model zoo", rows, ["name", "task", "input", "params", "mflops", "nodes"])
+    emit(args, {"models": rows}, "model zoo", rows, ["name", "task", "input", "params", "mflops", "nodes"])
 
 
 def cmd_inspect(args: argparse.Namespace) -> None:
-    loaded, g = _load_graph(args)
+    loaded, g = load_graph(args)
     rows = g.to_rows()
     if args.blocks:
         rows = [{"block": b.index, "first": b.nodes[0], "last": b.nodes[-1], "nodes": len(b.nodes),
                  "flops": b.flops, "param_bytes": b.param_bytes, "out_bytes": b.out_bytes} for b in g.chain()]
     obj = {"model": loaded.name, "summary": g.summary(), "blocks" if args.blocks else "nodes": rows}
-    _emit(args, obj, f"{loaded.name}: {g!r}", rows)
+    emit(args, obj, f"{loaded.name}: {g!r}", rows)
 
 
 def cmd_profile(args: argparse.Namespace) -> None:
     from dnninfer.cost import load_device, predict, profile
     from dnninfer.cost.predict import fit
 
-    loaded, g = _load_graph(args)
+    loaded, g = load_graph(args)
     measured = profile(g, warmup=args.warmup, repeats=args.repeats, threads=args.threads, cache=not args.no_cache)
     samples = [(g.nodes[n], s) for n, s in measured.node_s.items()]
     model = fit(samples, graph=g)
@@ -157,10 +84,10 @@ def cmd_profile(args: argparse.Namespace) -> None:
               **{f"{d}_ms": sum(p.values()) * 1e3 for d, p in preds.items()}}
     obj = {"model": loaded.name, "threads": args.threads, "repeats": args.repeats, "totals": totals, "nodes": rows}
     if args.json:
-        _emit(args, obj, "")
+        emit(args, obj, "")
     else:
-        _emit(args, obj, f"{loaded.name}: measured (this host, {args.threads} thread) vs predicted", rows)
-        _emit(args, totals, "totals (ms)")
+        emit(args, obj, f"{loaded.name}: measured (this host, {args.threads} thread) vs predicted", rows)
+        emit(args, totals, "totals (ms)")
 
 
 def cmd_devices(args: argparse.Namespace) -> None:
@@ -172,19 +99,19 @@ def cmd_devices(args: argparse.Namespace) -> None:
         for pu in d.pus:
             rows.append({"device": d.name, "pu": pu.name, "kind": pu.kind, "cores": pu.cores,
                          "speed": pu.speed, "p_active_w": pu.p_active_w, "p_idle_w": pu.p_idle_w})
-    _emit(args, {"devices": rows}, "device profiles (speed: x one host core)", rows)
+    emit(args, {"devices": rows}, "device profiles (speed: x one host core)", rows)
 
 
 def cmd_run(args: argparse.Namespace) -> None:
     """Split a model into K chain stages and run it for real, checking output equality."""
     import torch
 
-    from dnninfer.graph import equal_flops_chain
+    from dnninfer.graph import equal_flops_chain, max_abs_diff
     from dnninfer.runtime import EMULATION_NOTE, RayRuntime, SimpleLink, run_inprocess
 
     if args.rtt_ms is not None and args.bandwidth_mbps is None:
         raise UserError("--rtt-ms: needs --bandwidth-mbps (links are emulated only when a bandwidth is given)")
-    loaded, g = _load_graph(args)
+    loaded, g = load_graph(args)
     blocks = len(g.chain())
     if args.stages > blocks:
         print(f"dnninfer: note: {loaded.name} has {blocks} chain block(s); running {blocks} stage(s), "
@@ -201,23 +128,17 @@ def cmd_run(args: argparse.Namespace) -> None:
             result = rt.run(g, loaded.inputs)
     else:
         result = run_inprocess(g, stages, loaded.inputs, placement=placement, links=link)
-    err = max((a - b).abs().max().item() for a, b in zip(_leaves(result.output), _leaves(ref), strict=True))
+    err = max_abs_diff(result.output, ref)
     obj = {"model": loaded.name, "runtime": args.runtime, "stages": len(stages), "max_abs_err": err,
            "equal": err <= 1e-5, **result.summary(), "note": EMULATION_NOTE if link else "no link emulation"}
     rows = [{"stage": s.index, "node": placement[i], "nodes": len(s.nodes), "inputs": len(s.inputs),
              "compute_ms": result.compute_s.get(s.index, 0) * 1e3} for i, s in enumerate(stages)]
     if args.json:
-        _emit(args, obj, "")
+        emit(args, obj, "")
     else:
-        _emit(args, obj, f"{loaded.name} on {len(stages)} stages ({args.runtime})", rows)
+        emit(args, obj, f"{loaded.name} on {len(stages)} stages ({args.runtime})", rows)
         print(f"max |split - whole| = {err:.2e}; wall {result.wall_s * 1e3:.1f} ms; "
               f"{result.bytes_sent} bytes sent; {obj['note']}")
-
-
-def _leaves(x: Any) -> list:
-    from torch.utils import _pytree as pytree
-
-    return pytree.tree_leaves(x)
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -242,9 +163,9 @@ def cmd_bench(args: argparse.Namespace) -> None:
     if args.json:
         emit_json(result)
     else:
-        print_table(f"{args.system}: ours", [result["ours"]], console=_stdout())
+        print_table(f"{args.system}: ours", [result["ours"]], console=stdout())
         if result.get("rows"):
-            print_table(f"{args.system}: rows", result["rows"], console=_stdout())
+            print_table(f"{args.system}: rows", result["rows"], console=stdout())
 
 
 _BENCH_KEYS = {"command", "func", "system", "quick", "smoke", "json", "seed", "out"}
@@ -270,8 +191,8 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 # -- parser ------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="dnninfer", description="Fast, cheap DNN inference on the hardware you have.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = Parser(prog="dnninfer", description="Fast, cheap DNN inference on the hardware you have.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     p = sub.add_parser("models", help="list the model zoo: input shape, params, FLOPs")
     p.add_argument("names", nargs="*", help="only these models")
@@ -279,13 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("inspect", help="per-layer table of a model's captured graph")
-    _model_args(p)
+    model_args(p)
     p.add_argument("--blocks", action="store_true", help="show the chain of blocks instead of nodes")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("profile", help="measure per-node latency here; predict it on device profiles")
-    _model_args(p)
+    model_args(p)
     p.add_argument("--device", action="append", default=None, help="device profile (repeatable)")
     p.add_argument("--repeats", type=at.bounded_int(1, 10_000), default=10)
     p.add_argument("--warmup", type=at.bounded_int(0, 10_000), default=3)
@@ -299,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_devices)
 
     p = sub.add_parser("run", help="split a model into stages and run it (in-process or on Ray)")
-    _model_args(p)
+    model_args(p)
     p.add_argument("--stages", type=at.positive_int, default=3,
                    help="chain stages (at most the model's chain blocks; more are capped, with a note)")
     p.add_argument("--runtime", choices=["inprocess", "ray"], default="inprocess")
@@ -316,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     registry.load_all()
     p = sub.add_parser("bench", help="benchmark a system against its baselines")
-    systems = p.add_subparsers(dest="system", required=True, parser_class=_Parser)
+    systems = p.add_subparsers(dest="system", required=True, parser_class=Parser)
     for name, system in sorted(registry.SYSTEMS.items()):
         sp = systems.add_parser(name, help=system.description)
         sp.add_argument("--quick", action="store_true", help="small run, under a minute")
@@ -351,15 +272,6 @@ def _area_cli_modules() -> list[Any]:
     return mods
 
 
-def one_line(message: str) -> str:
-    """The message with line breaks and other control characters escaped: a UserError is printed
-    as exactly one line even when it quotes a file name or an exception text that holds newlines."""
-    text = message.strip()
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser = build_parser()
@@ -374,12 +286,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("dnninfer: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `dnninfer ... | head`: the reader left; nothing is wrong here
-        _silence_stdout()
+        _silencestdout()
         return 141
     return 0
 
 
-def _silence_stdout() -> None:
+def _silencestdout() -> None:
     """After a broken pipe, point stdout at /dev/null so the interpreter's final flush is quiet."""
     import os
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from dnninfer import argtypes as at
+from dnninfer.cliutil import emit
 
 
 def add_commands(sub: Any) -> None:
@@ -45,7 +46,6 @@ def cmd_train(args: argparse.Namespace) -> None:
     from dnninfer.adaptive.measure import methods
     from dnninfer.adaptive.pipeline import CBNetConfig, fit, load_split, summary
     from dnninfer.bench.output import err_console
-    from dnninfer.cli import _emit
 
     cfg = CBNetConfig(dataset=args.dataset, data_dir=args.data_dir, backbone=args.backbone, image_size=args.image_size,
                       epochs=args.epochs, ae_epochs=args.ae_epochs or 2 * args.epochs, threshold=args.threshold,
@@ -67,6 +67,6 @@ def cmd_train(args: argparse.Namespace) -> None:
         facts["saved"] = str(args.save)
     rows = [{"method": k, "accuracy": acc, "macs_per_image": facts["macs_per_image"].get(k)}
             for k, acc in facts["accuracy"].items()]
-    _emit(args, facts, f"{facts['dataset']} {facts['image_shape']}: T = {facts['threshold']:.4g} nats, "
-          f"BranchyNet exit-1 share {facts['branchynet_exit1_fraction']:.0%}", rows, ["method", "accuracy",
+    emit(args, facts, f"{facts['dataset']} {facts['image_shape']}: T = {facts['threshold']:.4g} nats, "
+         f"BranchyNet exit-1 share {facts['branchynet_exit1_fraction']:.0%}", rows, ["method", "accuracy",
                                                                                      "macs_per_image"])

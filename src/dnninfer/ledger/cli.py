@@ -17,6 +17,7 @@ import sys
 from typing import Any
 
 from dnninfer import argtypes as at
+from dnninfer.cliutil import Parser, emit, stdout
 from dnninfer.errors import UserError
 
 #: Past these a demo mines for hours (blocks x expected hashes SHA-256 evaluations in Python).
@@ -25,10 +26,8 @@ MAX_EXPECTED_HASHES = 1e8
 
 
 def add_commands(sub: Any) -> None:
-    from dnninfer.cli import _Parser
-
     p = sub.add_parser("ledger", help="verify or inspect a B-DT blockchain ledger (SQLite file)")
-    cmds = p.add_subparsers(dest="ledger_command", required=True, parser_class=_Parser)
+    cmds = p.add_subparsers(dest="ledger_command", required=True, parser_class=Parser)
 
     v = cmds.add_parser("verify", help="re-validate every block; summary of height, head and reputations")
     v.add_argument("path")
@@ -78,13 +77,12 @@ def _open_verified(path: str) -> Any:
 def _open_for(args: argparse.Namespace) -> Any:
     """`_open_verified`, and with ``--json`` the invalid ledger's report as the one JSON object on
     stdout (cli.main still prints the one-line error, exit 2)."""
-    from dnninfer.cli import _emit
 
     try:
         return _open_verified(args.path)
     except LedgerVerifyError as e:
         if args.json:
-            _emit(args, e.report, "")
+            emit(args, e.report, "")
         raise
 
 
@@ -111,20 +109,17 @@ def summary(ledger: Any) -> dict[str, Any]:
 
 
 def cmd_verify(args: argparse.Namespace) -> None:
-    from dnninfer.cli import _emit, _stdout
-
     ledger = _open_for(args)
     with ledger:
         s = summary(ledger)
-    _emit(args, s, f"{args.path}: valid" + (" (head not anchored: see the warning)" if s["warnings"] else ""),
-          s["aps"])
+    emit(args, s, f"{args.path}: valid" + (" (head not anchored: see the warning)" if s["warnings"] else ""),
+         s["aps"])
     if not args.json:
-        _stdout().print(f"{s['blocks']} blocks, height {s['height']}, head {s['head']}, {s['orphans']} orphans "
-                        f"(valid blocks off the main chain), {s['receipts']} receipts", markup=False)
+        stdout().print(f"{s['blocks']} blocks, height {s['height']}, head {s['head']}, {s['orphans']} orphans "
+                       f"(valid blocks off the main chain), {s['receipts']} receipts", markup=False)
 
 
 def cmd_show(args: argparse.Namespace) -> None:
-    from dnninfer.cli import _emit
     from dnninfer.ledger.consensus import HASH_SPACE
 
     ledger = _open_for(args)
@@ -136,13 +131,12 @@ def cmd_show(args: argparse.Namespace) -> None:
                 for b in chain]
     if args.last > 0:
         rows = rows[-args.last:]
-    _emit(args, {"blocks": rows}, f"{args.path}: main chain (height {chain[-1].index})", rows)
+    emit(args, {"blocks": rows}, f"{args.path}: main chain (height {chain[-1].index})", rows)
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
     import random
 
-    from dnninfer.cli import _emit
     from dnninfer.ledger.demo import demo_params, extend_demo
     from dnninfer.ledger.receipt import Keyring
     from dnninfer.ledger.store import create_ledger
@@ -152,4 +146,4 @@ def cmd_demo(args: argparse.Namespace) -> None:
         hashes = extend_demo(ledger, args.blocks, random.Random(args.seed))
         s = summary(ledger)
     s["hashes"] = hashes
-    _emit(args, s, f"{args.path}: {args.blocks} blocks mined ({hashes} hashes)", s["aps"])
+    emit(args, s, f"{args.path}: {args.blocks} blocks mined ({hashes} hashes)", s["aps"])

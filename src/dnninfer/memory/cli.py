@@ -24,19 +24,18 @@ from pathlib import Path
 from typing import Any
 
 from dnninfer import argtypes as at
+from dnninfer.cliutil import emit, load_graph, model_args, stdout
 from dnninfer.errors import UserError
 
 PLANNER_HELP = "naive, tflm, tinyengine, vmcu, vmcu_fused, or all"
 
 
 def add_commands(sub: Any) -> None:
-    from dnninfer.cli import _model_args
-
     p = sub.add_parser("mcu", help="MCU int8 inference: vMCU / TinyEngine / TFLM memory plans, pool execution, C")
     msub = p.add_subparsers(dest="mcu_command", required=True)
 
     def common(sp: argparse.ArgumentParser, default_planner: str) -> None:
-        _model_args(sp)
+        model_args(sp)
         sp.add_argument("--planner", default=default_planner, help=f"{PLANNER_HELP} (default: {default_planner})")
         sp.add_argument("--alignment", type=at.bounded_int(1, 4096), default=None,
                         help="byte alignment (naive, tflm, tinyengine)")
@@ -82,9 +81,8 @@ def load_ir(args: argparse.Namespace, *, int8: bool) -> tuple[Any, Any, str]:
     if spec not in zoo.names() and Path(spec.split(":")[0]).suffix not in (".py", ".pt", ".pth", ".pt2", ".onnx"):
         raise UserError(f"mcu model: expected a memory benchmark ({', '.join(BENCHMARKS)}), a zoo name "
                         f"({', '.join(zoo.names())}) or a .py/.pt2/.onnx/.pt file, got {spec!r}")
-    from dnninfer.cli import _load_graph
 
-    loaded, g = _load_graph(args)
+    loaded, g = load_graph(args)
     if not int8:
         return lower(g, name=loaded.name), None, f"{loaded.name}, lowered (shapes and float weights)"
     x = loaded.inputs[0]
@@ -173,8 +171,6 @@ def _ref_total(plans: list[Any], ir: Any) -> int | None:
 # -- commands ---------------------------------------------------------------------------------------
 
 def cmd_plan(args: argparse.Namespace) -> None:
-    from dnninfer.cli import _emit, _stdout
-
     planner_names(args.planner)  # a bad name fails before the model is built
     ir, _, desc = load_ir(args, int8=False)
     plans = make_plans(ir, args)
@@ -185,11 +181,11 @@ def cmd_plan(args: argparse.Namespace) -> None:
            "plans": [p.to_dict() for p in plans], "summary": rows, "per_layer": layers,
            "accounting": {p.planner: _accounting_text(dict(p.accounting)) for p in plans}}
     if args.json:
-        _emit(args, out, "")
+        emit(args, out, "")
         return
-    _emit(args, out, f"{ir.name}: activation memory per planner ({desc})", rows)
-    _emit(args, out, "live bytes per layer", layers)
-    console = _stdout()
+    emit(args, out, f"{ir.name}: activation memory per planner ({desc})", rows)
+    emit(args, out, "live bytes per layer", layers)
+    console = stdout()
     for p in plans:
         console.print(f"{p.planner}: {_accounting_text(dict(p.accounting))}", markup=False)
 
@@ -197,7 +193,6 @@ def cmd_plan(args: argparse.Namespace) -> None:
 def cmd_run(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from dnninfer.cli import _emit
     from dnninfer.memory import reference, run
 
     planner_names(args.planner)
@@ -220,9 +215,9 @@ def cmd_run(args: argparse.Namespace) -> None:
            "bit_exact": all(r["bit_exact"] for r in rows), "safe": all(r["safe"] for r in rows),
            "reference_argmax": int(np.argmax(ref.ravel()))}
     if args.json:
-        _emit(args, out, "")
+        emit(args, out, "")
         return
-    _emit(args, out, f"{ir.name}: executed inside each plan's pool ({desc})", rows)
+    emit(args, out, f"{ir.name}: executed inside each plan's pool ({desc})", rows)
     print(f"all bit-exact vs reference: {out['bit_exact']}; all safe (shadow memory: every pool byte read "
           f"was last written by its tensor's producer): {out['safe']}")
 
@@ -230,7 +225,6 @@ def cmd_run(args: argparse.Namespace) -> None:
 def cmd_codegen(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from dnninfer.cli import _emit
     from dnninfer.memory import codegen, reference, run
 
     planner_names(args.planner)
@@ -269,11 +263,11 @@ def cmd_codegen(args: argparse.Namespace) -> None:
     if args.check:
         out["bit_exact"] = all(r["c_equals_python"] and r["c_equals_reference"] for r in rows)
     if args.json:
-        _emit(args, out, "")
+        emit(args, out, "")
         return
     cols = [c for c in ("planner", "peak_bytes", "scratch_bytes", "c_bytes", "c_equals_python", "c_equals_reference",
                         "m4_ram", "m4_flash", "m7_ram", "m7_flash") if any(c in r for r in rows)]
-    _emit(args, out, f"{ir.name}: generated C ({desc})", rows, cols)
+    emit(args, out, f"{ir.name}: generated C ({desc})", rows, cols)
     for r in rows:
         print(f"{r['planner']}: {r['c_path']}")
     if arm_note:

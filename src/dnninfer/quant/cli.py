@@ -10,6 +10,7 @@ import argparse
 from typing import Any
 
 from dnninfer import argtypes as at
+from dnninfer.cliutil import emit
 
 
 def add_commands(sub: Any) -> None:
@@ -41,7 +42,6 @@ def cmd_train(args: argparse.Namespace) -> None:
     import numpy as np
     import torch
 
-    from dnninfer.cli import _emit
     from dnninfer.data import load_dataset
     from dnninfer.quant.train import TrainConfig, train
 
@@ -70,7 +70,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     if "deploy" in obj:
         summary |= {"deploy_accuracy": obj["deploy"]["accuracy"], "deploy_max_abs_err": obj["deploy"]["max_abs_err"]}
     if args.json:
-        _emit(args, obj, "")
+        emit(args, obj, "")
     else:
-        _emit(args, summary, f"quant train: {cfg.method} {cfg.arch} x{cfg.width:g} on {split.name}")
-        _emit(args, {}, "layers", result.layers)
+        emit(args, summary, f"quant train: {cfg.method} {cfg.arch} x{cfg.width:g} on {split.name}")
+        emit(args, {}, "layers", result.layers)

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from dnninfer import argtypes as at
+from dnninfer.cliutil import emit
 from dnninfer.errors import UserError
 
 
@@ -61,7 +62,6 @@ def add_commands(sub: Any) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from dnninfer.cli import _emit
     from dnninfer.rns.numerics import MODES
     from dnninfer.rns.train import DATASETS, train
 
@@ -77,14 +77,13 @@ def cmd_train(args: argparse.Namespace) -> None:
                   block=args.block, adc_bits=args.adc_bits, adc_range=args.adc_range)
     obj = {**r.summary(), "numerics": r.numerics, "curve": r.curve, "stats": r.stats, "digest": r.digest}
     if args.json:
-        _emit(args, obj, "")
+        emit(args, obj, "")
         return
-    _emit(args, obj, f"{r.dataset}/{r.arch} trained under {r.mode}", r.curve, ["epoch", "loss", "test_acc"])
-    _emit(args, r.summary(), "result")
+    emit(args, obj, f"{r.dataset}/{r.arch} trained under {r.mode}", r.curve, ["epoch", "loss", "test_acc"])
+    emit(args, r.summary(), "result")
 
 
 def cmd_model(args: argparse.Namespace) -> None:
-    from dnninfer.cli import _emit
     from dnninfer.rns.photonic import PAPER, WORKLOADS, compare, workload
 
     names = args.workloads or list(WORKLOADS)
@@ -96,7 +95,7 @@ def cmd_model(args: argparse.Namespace) -> None:
     res = compare([workload(n) for n in names])
     obj = {"paper": PAPER, **res}
     if args.json:
-        _emit(args, obj, "")
+        emit(args, obj, "")
         return
     rows = [{"workload": r["workload"], "gmacs": r["gmacs"], "sa_pj_per_mac": r["sa"]["pj_per_mac"],
              "photonic_pj_per_mac": r["iso_area"]["photonic"]["pj_per_mac"],
@@ -104,7 +103,7 @@ def cmd_model(args: argparse.Namespace) -> None:
              "iso_energy_edp_ratio": (r["iso_energy"] or {}).get("edp_ratio"),
              "iso_area_power_ratio": r["iso_area"]["power_ratio"], "iso_area_edp_ratio": r["iso_area"]["edp_ratio"]}
             for r in res["per_workload"]]
-    _emit(args, obj, "photonic RNS core vs systolic array (ratios: systolic / photonic)", rows)
+    emit(args, obj, "photonic RNS core vs systolic array (ratios: systolic / photonic)", rows)
     summary = [{"figure": "speedup, iso-energy", "paper": PAPER["speedup_iso_energy"],
                 "ours": res["speedup_iso_energy"]},
                {"figure": "EDP ratio, iso-energy", "paper": PAPER["edp_ratio_iso_energy"],
@@ -112,4 +111,4 @@ def cmd_model(args: argparse.Namespace) -> None:
                {"figure": "power ratio, iso-area", "paper": PAPER["power_ratio_iso_area"],
                 "ours": res["power_ratio_iso_area"]},
                {"figure": "EDP ratio, iso-area", "paper": PAPER["edp_iso_area"], "ours": res["edp_ratio_iso_area"]}]
-    _emit(args, obj, "mean over workloads vs the paper", summary)
+    emit(args, obj, "mean over workloads vs the paper", summary)

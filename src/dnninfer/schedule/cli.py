@@ -11,6 +11,7 @@ import argparse
 from typing import Any
 
 from dnninfer import argtypes as at
+from dnninfer.cliutil import emit, stdout
 from dnninfer.errors import UserError
 
 
@@ -73,7 +74,6 @@ def cmd_schedule(args: argparse.Namespace) -> None:
     from torch.utils import _pytree as pytree
 
     from dnninfer.bench.harness import compare
-    from dnninfer.cli import _emit, _stdout
     from dnninfer.graph import capture
     from dnninfer.schedule.dag import OpDAG
     from dnninfer.schedule.plan import make_plan
@@ -152,13 +152,13 @@ def cmd_schedule(args: argparse.Namespace) -> None:
     if args.show_program:
         obj["launch_program"] = program.lines()
     if args.json:
-        _emit(args, obj, "")
+        emit(args, obj, "")
         return
-    _emit(args, obj, f"{name}: {args.algo} streams, {args.order} order on {args.device}", streams)
+    emit(args, obj, f"{name}: {args.algo} streams, {args.order} order on {args.device}", streams)
     summary = (f"{plan.num_streams} streams, {len(plan.cross_edges)} cross-stream edges, "
                f"{program.counts()['waits']} waits; max |plan - eager| = {err:.2e}")
     if timing:
         summary += f"; eager {timing['eager_ms']:.2f} ms, plan {timing['plan_ms']:.2f} ms"
-    _stdout().print(summary, markup=False)
+    stdout().print(summary, markup=False)
     if args.show_program:
-        _stdout().print("\n".join(program.lines()), markup=False)
+        stdout().print("\n".join(program.lines()), markup=False)

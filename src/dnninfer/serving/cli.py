@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from dnninfer import argtypes as at
+from dnninfer.cliutil import emit, stdout
 from dnninfer.errors import UserError, expected
 
 __all__ = ["add_commands", "add_serve_arguments", "cmd_loadtest", "cmd_serve"]
@@ -157,7 +158,6 @@ def cmd_loadtest(args: argparse.Namespace) -> None:
 
     import httpx
 
-    from dnninfer.cli import _emit, _stdout
     from dnninfer.serving.images import jpeg_for
     from dnninfer.serving.loadgen import run_load
 
@@ -189,16 +189,16 @@ def cmd_loadtest(args: argparse.Namespace) -> None:
     summary["image"] = args.image or args.image_size
     summary["body_bytes"] = len(bodies[0])
     if args.json:
-        _emit(args, summary, "")
+        emit(args, summary, "")
         return
     row = {k: summary[k] for k in ("mode", "sent", "ok", "errors", "wall_s", "throughput_rps")}
     row.update({f"lat_{k}_ms": v for k, v in summary["latency_ms"].items() if k != "mean"})
-    _emit(args, summary, f"load test: {url} ({summary['image']}, {len(bodies[0])} bytes)", [row])
+    emit(args, summary, f"load test: {url} ({summary['image']}, {len(bodies[0])} bytes)", [row])
     stages = summary["server_stage_median_ms"]
     if stages:
-        _emit(args, stages, "server stage medians (ms)", [stages])
+        emit(args, stages, "server stage medians (ms)", [stages])
     if summary["errors"]:
-        _stdout().print(f"statuses: {summary['statuses']}; first errors: {summary['first_errors']}", markup=False)
+        stdout().print(f"statuses: {summary['statuses']}; first errors: {summary['first_errors']}", markup=False)
 
 
 def add_commands(sub: Any) -> None:

@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 
+from dnninfer.bdt.run import graph_workload, run
 from dnninfer.cli import main
 from dnninfer.ledger.store import open_ledger
-from dnninfer.partition.dpra_run import graph_workload, run
 
 
 def test_graph_workload_segments_cover_the_chain_in_order(graph_of):

@@ -1,7 +1,7 @@
 """`dnninfer bench dpra`: DPRA against its six baselines on the same Rayleigh channel trace, a V sweep,
 a tamper campaign against the ledger, and a short run that executes every split and mines real blocks.
 
-Latencies are simulated slot times of the reconstructed model (dpra.py: compute cycles from the
+Latencies are simulated slot times of the reconstructed model (`dpra`: compute cycles from the
 model's measured host profile, Shannon rates on Rayleigh block fading, Poisson mining race); the
 tamper rate, the ledger's validity and the outputs' equality are measured. The paper's body could
 not be read, so `"paper"` holds only its qualitative claims.
@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from dnninfer import argtypes as at
+from dnninfer.bdt.report import CLAIMS, plots, report_section
 from dnninfer.bench.output import make_progress
 from dnninfer.bench.registry import BenchArgs, register_system
-from dnninfer.report.section import ReportSection
 
 PAPER = {
     "claim": "DPRA outperforms the baselines in overall latency while guaranteeing trustworthiness "
@@ -33,21 +34,21 @@ SMOKE = {"models": ("resnet18",), "slots": 60, "vs": (0.05, 50.0), "run_slots": 
 
 
 def _add_arguments(p: Any) -> None:
-    p.add_argument("--models", nargs="*", default=None)
-    p.add_argument("--slots", type=int, default=None)
+    p.add_argument("--models", nargs="*", default=None, help="zoo models (default: per --quick / --smoke)")
+    p.add_argument("--slots", type=at.positive_int, default=None, help="simulated slots per method")
 
 
 @register_system("dpra", description="DPRA Lyapunov partitioning + reputation-staked PoW ledger vs 6 baselines",
-                 report_section=lambda result, outdir: report_section(result, outdir), add_arguments=_add_arguments)
+                 report_section=report_section, add_arguments=_add_arguments, headline=CLAIMS[0])
 def bench_dpra(args: BenchArgs) -> dict[str, Any]:
     from dnninfer import zoo
+    from dnninfer.bdt.dpra import METHODS, simulate, v_sweep
+    from dnninfer.bdt.run import config_for, graph_workload, measured_block_seconds, run
     from dnninfer.graph import capture
     from dnninfer.ledger.store import open_ledger
     from dnninfer.ledger.tamper import tamper_trials
-    from dnninfer.partition.dpra import METHODS, simulate, v_sweep
-    from dnninfer.partition.dpra_run import config_for, graph_workload, measured_block_seconds, run
 
-    cfg_ = SMOKE if args.smoke else QUICK if args.quick else FULL
+    cfg_ = args.pick(FULL, QUICK, SMOKE)
     models = args.get("models") or cfg_["models"]
     slots = args.get("slots") or cfg_["slots"]
     rows, sweeps, traces = [], {}, {}
@@ -110,77 +111,3 @@ def bench_dpra(args: BenchArgs) -> dict[str, Any]:
     if args.out:
         plots(result, Path(args.out))
     return result
-
-
-def plots(result: dict[str, Any], outdir: Path) -> list[Path]:
-    """Latency per slot (moving average), virtual queues, and the V trade-off."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    outdir.mkdir(parents=True, exist_ok=True)
-    model = result["ours"]["models"][0]
-    traces = result["traces"][model]
-    paths = []
-    fig, ax = plt.subplots(figsize=(8, 4))
-    win = 20
-    for m, tr in traces.items():
-        lat = np.asarray(tr["latency"])
-        ma = np.convolve(lat, np.ones(win) / win, mode="valid")
-        ax.plot(np.arange(len(ma)) + win, ma, label=m)
-    ax.set_xlabel("slot")
-    ax.set_ylabel(f"latency (s, {win}-slot moving average)")
-    ax.set_title(f"DPRA vs baselines, {model}")
-    ax.legend()
-    fig.tight_layout()
-    paths.append(outdir / "dpra_latency.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(8, 4))
-    for m in ("dpra", "myopic"):
-        q = np.asarray(traces[m]["Q"])
-        for ap in range(q.shape[1]):
-            ax.plot(q[:, ap], label=f"{m} AP{ap}", linestyle="-" if m == "dpra" else "--")
-    ax.set_xlabel("slot")
-    ax.set_ylabel("virtual queue Q (reputation deficit)")
-    ax.set_title("Reputation backlogs")
-    ax.legend()
-    fig.tight_layout()
-    paths.append(outdir / "dpra_queues.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
-
-    sweep = result["ours"]["v_sweep"]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    vs = [r["V"] for r in sweep]
-    ax.plot(vs, [r["avg_latency"] for r in sweep], "o-", color="tab:blue")
-    ax.set_xscale("log")
-    ax.set_xlabel("V")
-    ax.set_ylabel("average latency (s)", color="tab:blue")
-    ax2 = ax.twinx()
-    ax2.plot(vs, [r["avg_backlog"] for r in sweep], "s--", color="tab:red")
-    ax2.set_ylabel("average backlog", color="tab:red")
-    ax.set_title("O(1/V) latency vs O(V) backlog")
-    fig.tight_layout()
-    paths.append(outdir / "dpra_v_tradeoff.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
-    return paths
-
-
-def report_section(result: dict[str, Any], outdir: Path) -> ReportSection:
-    from dnninfer.report.html import figure_html, table_html
-
-    images = plots(result, outdir)
-    ours = result["ours"]
-    head = [{"figure": k, "ours": v} for k, v in ours.items()
-            if not isinstance(v, (dict, list))]
-    parts = [f"<p>{result['paper']['claim']} ({result['paper']['source']}).</p>", table_html(head),
-             "<h3>Methods</h3>", table_html(result["rows"]), "<h3>V sweep</h3>", table_html(ours["v_sweep"])]
-    captions = ["Slot latency per method (moving average).", "Virtual queues: DPRA pays its reputation debt.",
-                "The V trade-off."]
-    parts += [figure_html(p, c, base=outdir) for p, c in zip(images, captions, strict=True)]
-    return ReportSection(title="DPRA / B-DT: Lyapunov partitioning with a reputation-staked ledger",
-                         html="\n".join(parts), images=images)

@@ -9,9 +9,7 @@ import numpy as np
 import pytest
 from scipy.optimize import LinearConstraint, minimize
 
-from dnninfer.errors import UserError
-from dnninfer.ledger.consensus import HASH_SPACE, stake_target, update_reputation
-from dnninfer.partition.dpra import (
+from dnninfer.bdt.dpra import (
     METHODS,
     Channel,
     DPRAConfig,
@@ -23,6 +21,8 @@ from dnninfer.partition.dpra import (
     vgg16_workload,
     workload_from_blocks,
 )
+from dnninfer.errors import UserError
+from dnninfer.ledger.consensus import HASH_SPACE, stake_target, update_reputation
 
 SLOTS = 300
 GHZ = 1e9

@@ -1,7 +1,7 @@
 """DPRA on a real model: split points from a zoo model's Graph, each slot's split executed for real,
 every offloaded inference written as a signed receipt, and one reputation-staked PoW block per slot.
 
-The controller (dpra.py) decides in simulated time; this module makes its decisions concrete:
+The controller (`dnninfer.bdt.dpra`) decides in simulated time; this module makes its decisions concrete:
 * the workload is the model's chain of blocks (graph/) grouped into `segments` pieces of about equal
   measured host time (few split points keep the exact per-slot search cheap: (L+1)^G vectors);
 * every slot, every gateway runs its bottom segments and the AP its top segments with the
@@ -19,6 +19,7 @@ accounted as hashes x scale / hash rate (simulated seconds), stated in the resul
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,11 +30,11 @@ import numpy as np
 import torch
 from torch.utils import _pytree as pytree
 
+from dnninfer.bdt.dpra import REFERENCE_HZ, DPRAConfig, SlotDecision, SlotState, Workload, workload_from_blocks
 from dnninfer.errors import UserError
-from dnninfer.graph import Graph
+from dnninfer.graph import Graph, max_abs_diff
 from dnninfer.graph.split import assemble_output
 from dnninfer.ledger.consensus import MAX_TARGET, block_rate
-from dnninfer.partition.dpra import REFERENCE_HZ, DPRAConfig, SlotDecision, SlotState, Workload, workload_from_blocks
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ def config_for(workload: Workload, seed: int = 0, **overrides: Any) -> DPRAConfi
     """The default scenario (tuned on VGG16, dpra.py) with every clock scaled by this workload's
     cycles, so compute times, the compute/transfer balance and the hashes per block stay those of the
     tuned scenario whatever the model [R]: the regime where the reputation constraint binds."""
-    from dnninfer.partition.dpra import vgg16_workload
+    from dnninfer.bdt.dpra import vgg16_workload
 
     base = DPRAConfig()
     k = float(workload.w.sum() / vgg16_workload().w.sum())
@@ -94,6 +95,19 @@ def measured_block_seconds(graph: Graph, repeats: int = 5) -> list[float]:
 
     node_s = profile(graph, threads=1, repeats=repeats, warmup=2).node_s
     return [sum(node_s[n] for n in b.nodes) for b in graph.chain()]
+
+
+def block_seconds(graph: Graph, host: str = "measure") -> list[float]:
+    """Per-block host seconds, measured here (``"measure"``, cached) or estimated from FLOPs
+    (``"flops"``: no timing, so the same on every machine)."""
+    if host == "measure":
+        return measured_block_seconds(graph)
+    if host == "flops":
+        from dnninfer.partition.costmodel import flops_estimate
+
+        est = flops_estimate(graph)
+        return [sum(est[n] for n in b.nodes) for b in graph.chain()]
+    raise UserError(f"host estimate {host!r}: expected 'measure' or 'flops'")
 
 
 def _digest(values: Sequence[torch.Tensor]) -> str:
@@ -168,9 +182,8 @@ class SlotExecutor:
             if s >= wl.L:  # everything ran at the gateway: no work for the AP to claim
                 continue
             cut, out = self._run_split(s)
-            err = max((a - b).abs().max().item() for a, b in
-                      zip(pytree.tree_leaves(out), pytree.tree_leaves(self.reference), strict=True))
-            self.log.max_abs_err = max(self.log.max_abs_err, err)
+            err = max_abs_diff(out, self.reference)
+            self.log.max_abs_err = err if math.isnan(err) else max(self.log.max_abs_err, err)
             ap = self.aps[self.cfg.ap_of[g]]
             receipts.append(Receipt.create(
                 gateway=self.gateways[g], ap=ap, slot=t, split=s, layers=(s, wl.L - 1),
@@ -211,23 +224,15 @@ def run(model: str | Any, *, slots: int, method: str = "dpra", cfg: DPRAConfig |
 
     `model`: a zoo name, or a loaded user model (anything with ``.name``, ``.model``, ``.inputs``)."""
     from dnninfer import zoo
+    from dnninfer.bdt.dpra import simulate
     from dnninfer.graph import capture
-    from dnninfer.partition.costmodel import flops_estimate
-    from dnninfer.partition.dpra import simulate
 
     if isinstance(model, str):
         m, inputs = zoo.build_model(model, seed=seed), zoo.example_inputs(model, seed=seed)
     else:
         model, m, inputs = model.name, model.model, tuple(model.inputs)
     graph = capture(m, inputs, name=model)
-    if host == "measure":
-        block_s = measured_block_seconds(graph)
-    elif host == "flops":
-        est = flops_estimate(graph)
-        block_s = [sum(est[n] for n in b.nodes) for b in graph.chain()]
-    else:
-        raise UserError(f"host estimate {host!r}: expected 'measure' or 'flops'")
-    gw = graph_workload(graph, block_s, segments)
+    gw = graph_workload(graph, block_seconds(graph, host), segments)
     cfg = cfg or config_for(gw.workload, seed)
     executor = SlotExecutor(gw, cfg, inputs, ledger_path=ledger_path, seed=seed) if execute else None
     try:
