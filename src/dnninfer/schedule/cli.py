@@ -71,10 +71,9 @@ def _fresh_like(inputs: tuple[Any, ...], seed: int) -> tuple[Any, ...]:
 
 def cmd_schedule(args: argparse.Namespace) -> None:
     import torch
-    from torch.utils import _pytree as pytree
 
     from dnninfer.bench.harness import compare
-    from dnninfer.graph import capture
+    from dnninfer.graph import capture, max_abs_diff
     from dnninfer.schedule.dag import OpDAG
     from dnninfer.schedule.plan import make_plan
     from dnninfer.schedule.program import build_program
@@ -117,8 +116,7 @@ def cmd_schedule(args: argparse.Namespace) -> None:
             runner = LaneExecutor(g, plan, dag, intra_threads=args.threads)
         ref = model(*fresh)
         out = runner(*fresh)
-    err = max(float((a.float() - b.float()).abs().max())
-              for a, b in zip(pytree.tree_leaves(out), pytree.tree_leaves(ref), strict=True))
+    err = max_abs_diff(out, ref)
     timing = None
     if args.repeats > 0:
         sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
