@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dnninfer import argtypes as at
-from dnninfer.cli import main, one_line
+from dnninfer.cli import main
+from dnninfer.cliutil import one_line
 
 
 def run_cli(capsys, *argv):
