@@ -128,6 +128,17 @@ BAD_OPTIONS = [
     (["bench", "runtime", "--seed", "-5"], ["--seed"]),
     (["inspect", "digits_mlp", "--batch=--"], ["--batch", "expected a value, got '--'"]),  # argparse skips type=
     (["run", "digits_mlp", "--bandwidth-mbps=--"], ["--bandwidth-mbps", "got '--'"]),
+    # area CLIs: plain int/float options used to let nan, 0 or -1 through to the work
+    (["serve", "mobilenet_v2", "--max-delay-ms", "nan"], ["--max-delay-ms", ">= 0", "'nan'"]),
+    (["serve", "mobilenet_v2", "--threads", "0"], ["--threads", "1..256"]),
+    (["serve", "mobilenet_v2", "--port", "65536"], ["--port", "0..65535"]),
+    (["loadtest", "http://127.0.0.1:9/v1/models/x/infer", "--duration", "nan"], ["--duration", "'nan'"]),
+    (["loadtest", "http://127.0.0.1:9/v1/models/x/infer", "--rate", "inf"], ["--rate", "'inf'"]),
+    (["loadtest", "http://127.0.0.1:9/v1/models/x/infer", "--images", "0"], ["--images", ">= 1"]),
+    (["quant", "train", "--method", "signed", "--batch-size", "0"], ["--batch-size", ">= 1"]),
+    (["mcu", "run", "digits-cnn", "--pool-bytes", "-1"], ["--pool-bytes", ">= 0"]),
+    (["dpra", "simulate", "--slots", "0"], ["--slots", "1..100000"]),
+    (["bench", "dpra", "--slots", "0"], ["--slots", ">= 1"]),
 ]
 
 

@@ -7,7 +7,7 @@ which argparse reports with the flag's name; the `dnninfer` parser turns that in
 
 API (stable; other areas use it): `finite_float`, `positive_float`, `nonneg_float`,
 `bounded_float(lo, hi)`, `positive_int`, `nonneg_int`, `bounded_int(lo, hi)`, `seed`, `batch`,
-`input_shape`, and the limits `MAX_SEED`, `MAX_BATCH`, `MAX_INPUT_ELEMENTS`.
+`input_shape`, `threads`, and the limits `MAX_SEED`, `MAX_BATCH`, `MAX_INPUT_ELEMENTS`, `MAX_THREADS`.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ __all__ = [
     "MAX_BATCH",
     "MAX_INPUT_ELEMENTS",
     "MAX_SEED",
+    "MAX_THREADS",
     "batch",
     "bounded_float",
     "bounded_int",
@@ -31,6 +32,7 @@ __all__ = [
     "positive_float",
     "positive_int",
     "seed",
+    "threads",
 ]
 
 _T = TypeVar("_T")
@@ -42,6 +44,8 @@ MAX_SEED = 2**63 - 1
 MAX_INPUT_ELEMENTS = 2**31
 #: Largest example batch: past it even the digits models' activations outgrow a small box.
 MAX_BATCH = 4096
+#: Most intra-op threads an option accepts; more only oversubscribes the host.
+MAX_THREADS = 256
 
 
 def _shown(text: str) -> str:
@@ -133,6 +137,10 @@ seed.__name__ = "seed"
 batch = bounded_int(1, MAX_BATCH)
 batch.__doc__ = "A batch size: an integer in 1..MAX_BATCH."
 batch.__name__ = "batch"
+
+threads = bounded_int(1, MAX_THREADS)
+threads.__doc__ = "An intra-op thread count: an integer in 1..MAX_THREADS."
+threads.__name__ = "threads"
 
 
 def input_shape(text: str) -> tuple[int, ...]:

@@ -22,8 +22,6 @@ from dnninfer import argtypes as at
 from dnninfer.cliutil import Parser, emit, load_graph, model_args, one_line, stdout
 from dnninfer.errors import UserError
 
-#: Most intra-op threads an option accepts; more only oversubscribes the host.
-MAX_THREADS = 256
 #: Longest emulated round trip (ms) `run` accepts: the emulation sleeps for real.
 MAX_RTT_MS = 60_000.0
 
@@ -210,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", action="append", default=None, help="device profile (repeatable)")
     p.add_argument("--repeats", type=at.bounded_int(1, 10_000), default=10)
     p.add_argument("--warmup", type=at.bounded_int(0, 10_000), default=3)
-    p.add_argument("--threads", type=at.bounded_int(1, MAX_THREADS), default=1)
+    p.add_argument("--threads", type=at.threads, default=1)
     p.add_argument("--no-cache", action="store_true")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_profile)
@@ -225,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="chain stages (at most the model's chain blocks; more are capped, with a note)")
     p.add_argument("--runtime", choices=["inprocess", "ray"], default="inprocess")
     p.add_argument("--address", default=None, help="Ray cluster address (default: start a local one)")
-    p.add_argument("--threads", type=at.bounded_int(1, MAX_THREADS), default=1, help="intra-op threads per Ray node")
+    p.add_argument("--threads", type=at.threads, default=1, help="intra-op threads per Ray node")
     p.add_argument("--bandwidth-mbps", type=at.positive_float, default=None,
                    help="emulate links of this bandwidth in Mbit/s (> 0); omit it for no link emulation")
     p.add_argument("--rtt-ms", type=at.bounded_float(0.0, MAX_RTT_MS), default=None,

@@ -49,8 +49,9 @@ def add_commands(sub: Any) -> None:
 
     sp = msub.add_parser("run", help="execute inside the planned pool; check bit-exactness against the reference")
     common(sp, "all")
-    sp.add_argument("--pool-bytes", type=int, default=None, help="run in a pool of this size (default: the plan's)")
-    sp.add_argument("--scratch-bytes", type=int, default=None, help="scratch size (default: the plan's)")
+    sp.add_argument("--pool-bytes", type=at.nonneg_int, default=None,
+                    help="run in a pool of this size (default: the plan's)")
+    sp.add_argument("--scratch-bytes", type=at.nonneg_int, default=None, help="scratch size (default: the plan's)")
     sp.set_defaults(func=cmd_run)
 
     sp = msub.add_parser("codegen", help="write a self-contained C file (one static pool); --check compiles and runs")

@@ -24,9 +24,9 @@ def add_commands(sub: Any) -> None:
     t.add_argument("--width", type=at.bounded_float(1e-3, 64.0), default=1.0,
                    help="width multiplier (MLP: 16 x width hidden units)")
     t.add_argument("--arch", default="mlp", help="mlp or cnn")
-    t.add_argument("--epochs", type=int, default=30)
+    t.add_argument("--epochs", type=at.positive_int, default=30)
     t.add_argument("--seed", type=at.seed, default=0)
-    t.add_argument("--batch-size", type=int, default=64)
+    t.add_argument("--batch-size", type=at.positive_int, default=64)
     t.add_argument("--lr", type=at.positive_float, default=2e-3)
     t.add_argument("--first-last", default=None, choices=list(FIRST_LAST),
                    help="policy for the first and last layer (default: mlp quantises the first, keeps the last fp32; "

@@ -48,7 +48,7 @@ def add_commands(sub: Any) -> None:
                    help="ADC bits of the fixed-point analog baseline")
     t.add_argument("--adc-range", default="worst", choices=["worst", "calibrated"])
     t.add_argument("--quick", action="store_true", help="the quick recipe (fewer epochs)")
-    t.add_argument("--threads", type=at.bounded_int(1, 256), default=1,
+    t.add_argument("--threads", type=at.threads, default=1,
                    help="torch intra-op threads (pinned; 1 is fastest for "
                    "these small GEMMs)")
     t.add_argument("--json", action="store_true")

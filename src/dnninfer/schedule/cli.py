@@ -26,7 +26,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--max-streams", type=at.positive_int, default=None,
                    help="cap on streams (default: none on cuda, 2 lanes on cpu)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    p.add_argument("--threads", type=at.bounded_int(1, 256), default=1, help="intra-op threads per CPU lane")
+    p.add_argument("--threads", type=at.threads, default=1, help="intra-op threads per CPU lane")
     p.add_argument("--batch", type=at.batch, default=1)
     p.add_argument("--seed", type=at.seed, default=0)
     p.add_argument("--input-shape", type=at.input_shape, help="input shape for a user model file, e.g. 1,3,224,224")
@@ -78,10 +78,6 @@ def cmd_schedule(args: argparse.Namespace) -> None:
     from dnninfer.schedule.plan import make_plan
     from dnninfer.schedule.program import build_program
 
-    if args.max_streams is not None and args.max_streams < 1:
-        raise UserError(f"--max-streams: expected a positive integer, got {args.max_streams}")
-    if args.threads < 1:
-        raise UserError(f"--threads: expected a positive integer, got {args.threads}")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device cuda: expected a CUDA device, but torch {torch.__version__} sees none; "
                         "use --device cpu")

@@ -32,26 +32,27 @@ def add_serve_arguments(p: argparse.ArgumentParser, *, with_model: bool = True) 
                    help="naive: Pillow decode + model on the event loop, one at a time; optimized: DCT-scaled "
                         "decode in a worker pool + dynamic batching")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--max-batch", type=int, default=4, help="dynamic batcher: largest batch (optimized)")
-    p.add_argument("--max-delay-ms", type=float, default=5.0,
+    p.add_argument("--port", type=at.bounded_int(0, 65535), default=8000, help="0: any free port")
+    p.add_argument("--max-batch", type=at.positive_int, default=4, help="dynamic batcher: largest batch (optimized)")
+    p.add_argument("--max-delay-ms", type=at.nonneg_float, default=5.0,
                    help="dynamic batcher: longest wait after the oldest queued request (optimized)")
-    p.add_argument("--max-queue", type=int, default=64, help="admitted requests in flight; beyond: 503 + Retry-After")
-    p.add_argument("--max-body-mb", type=float, default=32.0, help="largest request body; beyond: 413")
-    p.add_argument("--read-timeout", type=float, default=10.0, metavar="S",
+    p.add_argument("--max-queue", type=at.positive_int, default=64,
+                   help="admitted requests in flight; beyond: 503 + Retry-After")
+    p.add_argument("--max-body-mb", type=at.positive_float, default=32.0, help="largest request body; beyond: 413")
+    p.add_argument("--read-timeout", type=at.positive_float, default=10.0, metavar="S",
                    help="close a connection whose request headers, or then body, are not complete within S "
                         "seconds (408); a stalled client holds no slot longer than this")
-    p.add_argument("--decode-workers", type=int, default=2, help="decode threads (optimized)")
-    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    p.add_argument("--decode-workers", type=at.positive_int, default=2, help="decode threads (optimized)")
+    p.add_argument("--threads", type=at.threads, default=1, help="torch intra-op threads")
     p.add_argument("--no-channels-last", action="store_true", help="optimized: keep NCHW-contiguous tensors")
-    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--topk", type=at.positive_int, default=5)
     p.add_argument("--broker", default="queue",
                    help="broker between the detector and the per-crop classifier (detect_classify): none, queue, "
                         "redis, or several (queue,redis; the first is the default, ?broker=redis picks another)")
     p.add_argument("--redis-url", default=None, help="redis://HOST:PORT for --broker redis")
     p.add_argument("--start-redis", action="store_true",
                    help="with --broker redis: start a private redis-server on a free loopback port")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=at.seed, default=0)
 
 
 def user_classifier(spec: str, input_shape: Any = None, weights: str | None = None,
@@ -72,8 +73,6 @@ def user_classifier(spec: str, input_shape: Any = None, weights: str | None = No
 def config_from_args(args: argparse.Namespace, name: str | None = None) -> Any:
     from dnninfer.serving.server import ServeConfig
 
-    if args.max_body_mb <= 0:
-        raise expected("--max-body-mb", "a positive number", args.max_body_mb)
     return ServeConfig(model=name or args.model, pipeline=args.pipeline, max_batch=args.max_batch,
                        max_delay_ms=args.max_delay_ms, max_queue=args.max_queue,
                        max_body_bytes=int(args.max_body_mb * 2**20), decode_workers=args.decode_workers,
@@ -88,8 +87,6 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from dnninfer.serving.server import create_app
     from dnninfer.serving.transport import make_server, uvicorn_config
 
-    if not 0 <= args.port < 65536:
-        raise expected("--port", "0..65535", args.port)
     redis = None
     if args.start_redis:
         if "redis" not in args.broker.split(","):
@@ -162,14 +159,6 @@ def cmd_loadtest(args: argparse.Namespace) -> None:
     from dnninfer.serving.loadgen import run_load
 
     url = _check_url(args.url, args.allow_remote)
-    if args.requests < 1:
-        raise expected("--requests", "an integer >= 1", args.requests)
-    if args.duration <= 0:
-        raise expected("--duration", "seconds > 0", args.duration)
-    if args.rate is not None and args.rate <= 0:
-        raise expected("--rate", "requests per second > 0", args.rate)
-    if args.concurrency is not None and args.concurrency < 1:
-        raise expected("--concurrency", "an integer >= 1", args.concurrency)
     if args.image:
         try:
             bodies = [Path(args.image).read_bytes()]
@@ -211,14 +200,14 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--image-size", choices=["small", "medium", "large"], default="medium",
                    help="generated JPEG: ~0.1, ~1 or ~12 megapixels")
     p.add_argument("--image", default=None, help="send this JPEG file instead of a generated one")
-    p.add_argument("--images", type=int, default=2, help="distinct generated images to cycle through")
+    p.add_argument("--images", type=at.positive_int, default=2, help="distinct generated images to cycle through")
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--concurrency", type=int, default=None, help="closed loop: N workers (default 4)")
-    mode.add_argument("--rate", type=float, default=None, help="open loop: requests per second")
+    mode.add_argument("--concurrency", type=at.positive_int, default=None, help="closed loop: N workers (default 4)")
+    mode.add_argument("--rate", type=at.positive_float, default=None, help="open loop: requests per second")
     p.add_argument("--constant", action="store_true", help="open loop: constant gaps instead of Poisson")
-    p.add_argument("--requests", type=int, default=200, help="stop after this many requests")
-    p.add_argument("--duration", type=float, default=30.0, help="stop after this many seconds")
+    p.add_argument("--requests", type=at.positive_int, default=200, help="stop after this many requests")
+    p.add_argument("--duration", type=at.positive_float, default=30.0, help="stop after this many seconds")
     p.add_argument("--allow-remote", action="store_true", help="allow a non-loopback target")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=at.seed, default=0)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_loadtest)
