@@ -66,8 +66,9 @@ def private_cli_imports(root: Path = PACKAGE) -> list[str]:
     bad = []
     for path in sorted(root.rglob("*.py")):
         for module, line, names in _imports(path, root):
-            if module == f"{root.name}.cli" and any(n.startswith("_") for n in names):
-                bad.append(f"{path.relative_to(root)}:{line} imports {', '.join(n for n in names if n.startswith('_'))}")
+            private = [n for n in names if n.startswith("_")]
+            if module == f"{root.name}.cli" and private:
+                bad.append(f"{path.relative_to(root)}:{line} imports {', '.join(private)}")
     return bad
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dnninfer.env import capture_env
 from dnninfer.bench.output import emit_json, print_table, to_jsonable
+from dnninfer.env import capture_env
 
 
 @dataclasses.dataclass

@@ -18,13 +18,13 @@ from hypothesis import strategies as st
 from random_nets import random_ir  # tests/memory/random_nets.py
 
 from dnninfer.errors import UserError
-from dnninfer.memory.verify import execute_checked as _execute
 from dnninfer.memory.executor import PlanUnsafe, Shadow, run
 from dnninfer.memory.ir import IR, IRBuilder
 from dnninfer.memory.kernels import reference
 from dnninfer.memory.models import benchmark_ir, example_input, mobilenet_v2_int8
 from dnninfer.memory.plan import MemoryPlan
 from dnninfer.memory.planners import PLANNERS, plan
+from dnninfer.memory.verify import execute_checked as _execute
 
 MODELS = ("digits-cnn", "mbv2-0.35-48")
 LINEAR = ("naive", "tflm", "tinyengine")
