@@ -33,7 +33,11 @@ def _noise(result: dict[str, Any]) -> str:
         f" (digits, sigma = {sigma:g})"
 
 
+#: The headline first: Mirage's claim is FP32-level accuracy from RNS arithmetic (measured here); the
+#: speed, EDP and power lines come from our analytical model.
 CLAIMS = (
+    Claim("RNS training accuracy vs FP32", "FP32-comparable (>= 99% of FP32)", _rns_over_fp32, target=0.99,
+          fmt=".1%", note=_gaps),
     Claim("training speedup, iso-energy", "23.8x", "speedup_iso_energy", target=23.8, basis="predicted", fmt="x",
           note=MODEL_NOTE),
     Claim("EDP ratio, iso-energy", "32.1x", "edp_ratio_iso_energy", target=32.1, basis="predicted", fmt="x",
@@ -42,8 +46,6 @@ CLAIMS = (
           note=MODEL_NOTE),
     Claim("EDP ratio, iso-area", "comparable or better", "edp_ratio_iso_area", target=1.0, tolerance=0.1,
           basis="predicted", fmt="x", note=MODEL_NOTE + "; met at >= 0.9x"),
-    Claim("RNS training accuracy vs FP32", "FP32-comparable (>= 99% of FP32)", _rns_over_fp32, target=0.99,
-          fmt=".1%", note=_gaps),
     Claim("noiseless RNS == BFP-exact, bit for bit", ours="rns_equals_bfp_bit_for_bit", target=True,
           note="forward, grad-input, grad-weight GEMMs of a linear and a conv layer, and a whole training run"),
     Claim("accuracy under analog readout noise", "RRNS for fault tolerance", _noise),
