@@ -183,7 +183,8 @@ def cmd_report(args: argparse.Namespace) -> None:
     from dnninfer.report import build_report
 
     _make_out_dir(Path(args.out), "--out")
-    index = build_report(Path(args.out), quick=args.quick, seed=args.seed, systems=args.systems or None)
+    index = build_report(Path(args.out), quick=args.quick, smoke=args.smoke, seed=args.seed,
+                         systems=args.systems or None)
     print(index)
 
 
@@ -250,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="run every bench and write an HTML report")
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--smoke", action="store_true", help="every bench at its smoke level (checks the pipeline, ~3 min)")
     p.add_argument("--out", default="report")
     p.add_argument("--seed", type=at.seed, default=0)
     p.add_argument("--systems", nargs="*", help="only these systems")

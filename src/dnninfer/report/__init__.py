@@ -73,6 +73,7 @@ def build_report(
     outdir: Path,
     *,
     quick: bool,
+    smoke: bool = False,
     seed: int = 0,
     systems: list[str] | None = None,
     core: CoreFn | None = None,
@@ -80,6 +81,7 @@ def build_report(
     """Run the benches (all registered, or ``systems``), prepend the core sections and write
     ``outdir/index.html`` and ``outdir/results.json``; return the index path.
 
+    ``smoke`` runs every bench at its smoke level (every code path, figures not meant to be read).
     ``core(outdir, quick)`` supplies the zoo/graph sections; when omitted,
     ``dnninfer.report.core.core_sections`` is used if that module exists.
     """
@@ -97,14 +99,14 @@ def build_report(
     sections: list[ReportSection] = []
     if systems is None:  # areas whose bench.py does not import are failures too
         for module, tb in sorted(registry.LOAD_ERRORS.items()):
-            results[module] = {"system": module, "quick": quick, "error": "import failed", "traceback": tb}
+            results[module] = {"system": module, "quick": quick or smoke, "error": "import failed", "traceback": tb}
             sections.append(error_section(f"{module} (import failed)", tb, system=module))
 
     core_sections: list[ReportSection] = []
     try:
         core_fn = core if core is not None else _default_core()
         if core_fn is not None:
-            core_sections = list(core_fn(outdir, quick))
+            core_sections = list(core_fn(outdir, quick or smoke))
     except Exception:
         core_sections = [error_section("Core (failed)", traceback.format_exc())]
 
@@ -113,7 +115,7 @@ def build_report(
         for name in names:
             bar.update(task, description=f"bench {name}")
             start = time.perf_counter()
-            args = registry.BenchArgs(quick=quick, seed=seed, out=outdir / name)
+            args = registry.BenchArgs(quick=quick, smoke=smoke, seed=seed, out=outdir / name)
             result, section = _run_one(name, args, outdir, registry)
             results[name] = result
             sections.append(section)
