@@ -1,4 +1,5 @@
-"""Offline datasets: digits splits, IDX round trips (plain and gzip), MNIST-family loading, bad files."""
+"""Offline datasets: digits splits, IDX round trips (plain and gzip), MNIST-family loading, bad files,
+the generated MNIST-1D split."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from dnninfer.data import load_dataset, load_digits, load_mnist_family, read_idx, write_idx
+from dnninfer.data import load_dataset, load_digits, load_mnist1d, load_mnist_family, read_idx, write_idx
 from dnninfer.errors import UserError
 
 
@@ -58,3 +59,12 @@ def test_bad_idx_files_are_one_line_errors(tmp_path):
         load_mnist_family(tmp_path)
     with pytest.raises(UserError, match="nothing is downloaded"):
         load_dataset("mnist")
+
+
+def test_mnist1d_is_the_generated_standard_split():
+    s = load_mnist1d()
+    assert s.name == "mnist1d" and s.num_classes == 10
+    assert s.train_x.shape == (4000, 1, 1, 40) and s.test_x.shape == (1000, 1, 1, 40)
+    assert s.train_x.dtype == torch.float32 and s.train_y.dtype == torch.int64 and s.test_y.shape == (1000,)
+    assert load_dataset("mnist1d").train_x is s.train_x  # generated once per process, then cached
+    assert not torch.equal(s.train_x[:1000], s.test_x)  # negative control: two different splits

@@ -3,11 +3,13 @@
 `load_digits`: scikit-learn's 8x8 digits (1797 images, ships with the package, no download).
 `load_mnist_family`: MNIST / Fashion-MNIST / KMNIST from the four standard IDX files in a directory
 the user names (`train-images-idx3-ubyte[.gz]`, `train-labels-idx1-ubyte[.gz]`, `t10k-...`).
+`load_mnist1d`: MNIST-1D, *generated* by the `mnist1d` package from templates it ships.
 Nothing is ever downloaded.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,11 +24,13 @@ IDX_NAMES = {
     "test_x": "t10k-images-idx3-ubyte", "test_y": "t10k-labels-idx1-ubyte",
 }
 MNIST_FAMILY = ("mnist", "fashion_mnist", "kmnist")
+DATASETS = ("digits", "mnist1d", *MNIST_FAMILY)
 
 
 @dataclass(frozen=True)
 class Split:
-    """Images (N, 1, H, W) float32 in [0, 1] and labels (N,) int64, for train and test."""
+    """Images (N, 1, H, W) float32 in [0, 1] (MNIST-1D: its signals' own scale) and labels (N,) int64,
+    for train and test."""
 
     name: str
     train_x: torch.Tensor
@@ -62,6 +66,28 @@ def load_digits(test_fraction: float = 0.25, seed: int = 0) -> Split:
     return Split("digits", x[n_test:], y[n_test:], x[:n_test], y[:n_test])
 
 
+@functools.cache
+def _mnist1d() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    d = make_dataset(get_dataset_args())  # generated from the package's templates, seed 42: no download
+
+    def images(a: np.ndarray) -> torch.Tensor:
+        return torch.tensor(a, dtype=torch.float32).view(-1, 1, 1, a.shape[-1])
+
+    def labels(a: np.ndarray) -> torch.Tensor:
+        return torch.tensor(a, dtype=torch.int64)
+
+    return images(d["x"]), labels(d["y"]), images(d["x_test"]), labels(d["y_test"])
+
+
+def load_mnist1d() -> Split:
+    """The standard MNIST-1D split (4,000 train / 1,000 test signals of length 40, as (N, 1, 1, 40)),
+    generated once per process (cached: generation takes seconds) with the dataset's published
+    seed 42. Signals are not scaled to [0, 1]: they are the package's own values."""
+    return Split("mnist1d", *_mnist1d())
+
+
 def _find(directory: Path, stem: str) -> Path:
     for suffix in ("", ".gz"):
         p = directory / f"{stem}{suffix}"
@@ -92,11 +118,14 @@ def load_mnist_family(directory: str | Path, name: str = "mnist") -> Split:
 
 
 def load_dataset(name: str, directory: str | Path | None = None, seed: int = 0) -> Split:
-    """`digits`, or an MNIST-family name with the directory holding its IDX files."""
+    """`digits` (split by `seed`), `mnist1d` (its fixed published split), or an MNIST-family name
+    with the directory holding its IDX files."""
     if name == "digits":
         return load_digits(seed=seed)
+    if name == "mnist1d":
+        return load_mnist1d()
     if name in MNIST_FAMILY:
         if directory is None:
             raise UserError(f"dataset {name!r}: give the directory with its IDX files (nothing is downloaded)")
         return load_mnist_family(directory, name)
-    raise UserError(f"dataset {name!r}: expected digits or one of {', '.join(MNIST_FAMILY)}")
+    raise UserError(f"dataset {name!r}: expected one of {', '.join(DATASETS)}")
