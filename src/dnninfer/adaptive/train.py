@@ -1,4 +1,5 @@
-"""Training loops shared by the full DNN, BranchyNet and the converting autoencoders.
+"""The losses of the full DNN, BranchyNet and the converting autoencoders, trained through the
+shared loop ``dnninfer.data.training.fit``.
 
 Seeded and single-process, so a run with the same seed and thread count reproduces the same
 weights bit for bit (CONVENTIONS.md, determinism).
@@ -13,14 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from dnninfer.adaptive.branchynet import MultiExitNet
+from dnninfer.data.training import fit
 
 __all__ = ["accuracy", "train_autoencoder", "train_exits"]
-
-
-def _batches(n: int, batch: int, gen: torch.Generator):
-    order = torch.randperm(n, generator=gen)
-    for i in range(0, n, batch):
-        yield order[i: i + batch]
 
 
 def train_exits(
@@ -42,22 +38,11 @@ def train_exits(
         raise ValueError(f"need {net.num_exits} exit weights, got {len(weights)}")
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr, betas=(0.99, 0.999))
-    gen = torch.Generator().manual_seed(seed)
-    history = []
-    for _ in range(epochs):
-        net.train()
-        total, count = 0.0, 0
-        for idx in _batches(len(y), batch, gen):
-            outs = net(x[idx])
-            loss = sum(w * F.cross_entropy(o, y[idx]) for w, o in zip(weights, outs, strict=True) if w)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
-            count += len(idx)
-        history.append(total / count)
-    net.eval()
-    return history
+
+    def loss_fn(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        return sum(w * F.cross_entropy(o, yb) for w, o in zip(weights, model(xb), strict=True) if w)
+
+    return fit(net, x, y, loss_fn=loss_fn, optimizer=opt, epochs=epochs, batch=batch, seed=seed).losses
 
 
 def train_autoencoder(
@@ -79,29 +64,18 @@ def train_autoencoder(
     if inputs.shape != targets.shape:
         raise ValueError(f"inputs {tuple(inputs.shape)} and targets {tuple(targets.shape)} must match")
     opt = torch.optim.Adam(ae.parameters(), lr=lr)
-    gen = torch.Generator().manual_seed(seed)
     with_activity = activity_l1 > 0 and hasattr(ae, "forward_with_activity")
-    history = []
-    for epoch in range(epochs):
-        ae.train()
-        total, count = 0.0, 0
-        for idx in _batches(len(inputs), batch, gen):
-            if with_activity:
-                out, activity = ae.forward_with_activity(inputs[idx])
-            else:
-                out, activity = ae(inputs[idx]), None
-            bce = F.binary_cross_entropy(out, targets[idx])
-            loss = bce if activity is None else bce + activity_l1 * activity / len(idx)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(bce.detach()) * len(idx)
-            count += len(idx)
-        history.append(total / count)
-        if on_epoch is not None:
-            on_epoch(epoch, history[-1])
-    ae.eval()
-    return history
+
+    def loss_fn(model: nn.Module, xb: torch.Tensor, tb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if not with_activity:
+            bce = F.binary_cross_entropy(model(xb), tb)
+            return bce, bce
+        out, activity = model.forward_with_activity(xb)
+        bce = F.binary_cross_entropy(out, tb)
+        return bce + activity_l1 * activity / len(xb), bce  # backprop the regularised loss, report the BCE
+
+    return fit(ae, inputs, targets, loss_fn=loss_fn, optimizer=opt, epochs=epochs, batch=batch, seed=seed,
+               on_epoch=on_epoch).losses
 
 
 @torch.inference_mode()

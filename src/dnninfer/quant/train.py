@@ -8,7 +8,6 @@ and different methods see the same split and initial weights at the same seed (p
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,7 @@ import torch
 from torch import nn
 
 from dnninfer.bench.harness import pinned_threads
-from dnninfer.bench.output import make_progress
-from dnninfer.data import Split, load_dataset
+from dnninfer.data import Split, fit, load_dataset
 from dnninfer.errors import expected
 from dnninfer.quant.models import ARCHS, build_model
 from dnninfer.quant.quantizers import METHODS, quantize, weight_stats
@@ -111,29 +109,21 @@ def train(cfg: TrainConfig, split: Split | None = None, *, progress: bool = True
         base = build_model(cfg.arch, cfg.width, split.image_shape, split.num_classes)
         # PLUM's recipe: constant signed scale 1, magnitude learned by the BatchNorm that follows
         model = quantize(base, cfg.method, first=first, last=last, signed_scale=PLUM_SIGNED_SCALE)
-        gen = torch.Generator().manual_seed(cfg.seed)
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         n = len(split.train_y)
         steps_per_epoch = (n + cfg.batch_size - 1) // cfg.batch_size
         total = cfg.epochs * steps_per_epoch
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: max(1e-4, 1.0 - step / total))
-        loss_fn = nn.CrossEntropyLoss()
-        start = time.perf_counter()
-        with make_progress(progress) as bar:
-            task = bar.add_task(f"train {cfg.method} {cfg.arch} x{cfg.width:g}", total=cfg.epochs)
-            for _ in range(cfg.epochs):
-                model.train()
-                order = torch.randperm(n, generator=gen)
-                for i in range(0, n, cfg.batch_size):
-                    idx = order[i:i + cfg.batch_size]
-                    if len(idx) < 2:  # BatchNorm needs two samples
-                        continue
-                    opt.zero_grad(set_to_none=True)
-                    loss_fn(model(split.train_x[idx]), split.train_y[idx]).backward()
-                    opt.step()
-                    sched.step()
-                bar.advance(task)
-        train_s = time.perf_counter() - start
+        criterion = nn.CrossEntropyLoss()
+
+        def loss_fn(m: nn.Module, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+            return criterion(m(xb), yb)
+
+        fitted = fit(model, split.train_x, split.train_y, loss_fn=loss_fn, optimizer=opt, epochs=cfg.epochs,
+                     batch=cfg.batch_size, seed=cfg.seed, step_scheduler=sched,
+                     min_batch=2,  # BatchNorm needs two samples
+                     progress=progress, label=f"train {cfg.method} {cfg.arch} x{cfg.width:g}")
+        train_s = fitted.wall_s
         acc = evaluate(model, split.test_x, split.test_y)
         train_acc = evaluate(model, split.train_x, split.train_y)
         stats = weight_stats(model)

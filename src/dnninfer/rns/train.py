@@ -1,8 +1,9 @@
 """Training under emulated GEMM numerics on offline data: scikit-learn digits and MNIST-1D.
 
 Both datasets are generated or shipped locally (nothing is downloaded): digits via
-``dnninfer.data.load_digits``; MNIST-1D via ``mnist1d.data.make_dataset(get_dataset_args())``, which
-*generates* the 4,000/1,000 train/test signals from templates in the package (research note §4.0).
+``dnninfer.data.load_digits``; MNIST-1D via ``dnninfer.data.load_mnist1d``, which has the ``mnist1d``
+package *generate* the 4,000/1,000 train/test signals from its templates (research note §4.0).
+The loop is the shared ``dnninfer.data.training.fit``; the test pass runs in its per-epoch callback.
 
 Every run is seeded (weight init, batch order, analog noise), so a run is reproducible bit for bit on
 one machine and thread count; the BFP-exact and noiseless RNS runs of one seed therefore end with
@@ -11,15 +12,14 @@ identical parameters, which ``TrainResult.digest`` makes checkable.
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
+from dnninfer.data import Split, fit, load_dataset
 from dnninfer.errors import UserError
 from dnninfer.rns.layers import rnsify
 from dnninfer.rns.numerics import MODES, Numerics
@@ -46,39 +46,16 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
-@dataclass(frozen=True)
-class Data:
-    name: str
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-
-
-@functools.cache
-def _mnist1d() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    from mnist1d.data import get_dataset_args, make_dataset
-
-    d = make_dataset(get_dataset_args())  # generated from the package's templates, seed 42: no download
-
-    def x(a: Any) -> torch.Tensor:
-        return torch.tensor(a, dtype=torch.float32).view(-1, 1, 1, a.shape[-1])
-
-    return x(d["x"]), torch.tensor(d["y"], dtype=torch.int64), x(d["x_test"]), torch.tensor(d["y_test"],
-                                                                                          dtype=torch.int64)
+#: rns' name for the shared split type (same fields: name, train_x, train_y, test_x, test_y).
+Data = Split
 
 
 def load_data(name: str, seed: int = 0) -> Data:
     """``digits`` (N, 1, 8, 8) in [0, 1], split by ``seed``; ``mnist1d`` (N, 1, 1, 40), the standard
-    generated split (the dataset's own seed is fixed at 42, as published)."""
-    if name == "digits":
-        from dnninfer.data import load_digits
-
-        s = load_digits(seed=seed)
-        return Data("digits", s.train_x, s.train_y, s.test_x, s.test_y)
-    if name == "mnist1d":
-        return Data("mnist1d", *_mnist1d())
-    raise UserError(f"dataset: expected one of {', '.join(DATASETS)}, got {name!r}")
+    generated split (the dataset's own seed is fixed at 42, as published). Both from ``dnninfer.data``."""
+    if name not in DATASETS:
+        raise UserError(f"dataset: expected one of {', '.join(DATASETS)}, got {name!r}")
+    return load_dataset(name, seed=seed)
 
 
 def build_model(dataset: str, arch: str | None = None, seed: int = 0) -> nn.Module:
@@ -150,8 +127,6 @@ def train(dataset: str = "digits", mode: str = "rns", *, epochs: int | None = No
     """Train the dataset's model with every GEMM under ``mode``; test accuracy after each epoch (the
     test pass runs under the same numerics, noise included: the model runs on the same core).
     ``limit`` keeps only the first ``limit`` training examples (quick runs); the test split is whole."""
-    from dnninfer.bench.output import make_progress
-
     if mode not in MODES:
         raise UserError(f"mode: expected one of {', '.join(MODES)}, got {mode!r}")
     if dataset not in RECIPES:
@@ -166,40 +141,26 @@ def train(dataset: str = "digits", mode: str = "rns", *, epochs: int | None = No
     if limit is not None:
         if limit < 1:
             raise UserError(f"limit: expected a positive number of training examples, got {limit}")
-        data = Data(data.name, data.train_x[:limit], data.train_y[:limit], data.test_x, data.test_y)
+        data = data.subset(train=limit)
     num = Numerics(mode=mode, sigma=sigma, redundant=redundant, seed=seed, **numerics_opts)
     model = rnsify(build_model(dataset, arch, seed=seed), num, inplace=True)
     opt = torch.optim.Adam(model.parameters(), lr=lr or recipe.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)  # a settled final epoch
-    loss_fn = nn.CrossEntropyLoss()
-    order = torch.Generator().manual_seed(seed)
-    n = len(data.train_y)
+    criterion = nn.CrossEntropyLoss()
     curve: list[dict[str, float]] = []
-    diverged = False
-    start = time.perf_counter()
-    with make_progress(progress) as bar:
-        task = bar.add_task(f"{dataset}/{arch} {mode}", total=epochs)
-        for epoch in range(1, epochs + 1):
-            perm = torch.randperm(n, generator=order)
-            total, seen = 0.0, 0
-            for i in range(0, n, batch):
-                idx = perm[i:i + batch]
-                loss = loss_fn(model(data.train_x[idx]), data.train_y[idx])
-                if not torch.isfinite(loss):
-                    diverged = True
-                    break
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(idx)
-                seen += len(idx)
-            sched.step()
-            acc, logits = _accuracy(model, data.test_x, data.test_y)
-            curve.append({"epoch": epoch, "loss": total / seen if seen else float("nan"), "test_acc": acc})
-            bar.advance(task)
-            if diverged:
-                break
-    wall = time.perf_counter() - start
+    logits = torch.empty(0)
+
+    def loss_fn(m: nn.Module, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        return criterion(m(xb), yb)
+
+    def test_pass(epoch: int, loss: float) -> None:
+        nonlocal logits
+        acc, logits = _accuracy(model, data.test_x, data.test_y)
+        curve.append({"epoch": epoch + 1, "loss": loss, "test_acc": acc})
+
+    fitted = fit(model, data.train_x, data.train_y, loss_fn=loss_fn, optimizer=opt, epochs=epochs, batch=batch,
+                 seed=seed, epoch_scheduler=sched, stop_on_nonfinite=True, on_epoch=test_pass, progress=progress,
+                 label=f"{dataset}/{arch} {mode}")
     return TrainResult(dataset=dataset, arch=arch, mode=mode, numerics=num.describe(), seed=seed, epochs=epochs,
-                       test_acc=curve[-1]["test_acc"], curve=curve, diverged=diverged, wall_s=wall,
+                       test_acc=curve[-1]["test_acc"], curve=curve, diverged=fitted.diverged, wall_s=fitted.wall_s,
                        stats=num.stats.to_dict(), digest=_digest(model, logits))
