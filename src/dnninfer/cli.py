@@ -38,13 +38,13 @@ def cmd_models(args: argparse.Namespace) -> None:
         model = zoo.build_model(name)
         g = capture(model, zoo.example_inputs(name), name=name)
         rows.append({
-            "name": name, "task": spec.task,
+            "name": name, "task": spec.task, "origin": spec.origin,
             "input": " ".join(f"{list(s.shape)}:{str(s.dtype).removeprefix('torch.')}" for s in spec.input_specs),
             "params": g.param_count, "mflops": round(g.total_flops / 1e6, 2), "flops": g.total_flops,
             "nodes": len(g.compute_nodes()), "description": spec.description,
         })
         del model, g
-    emit(args, {"models": rows}, "model zoo", rows, ["name", "task", "input", "params", "mflops", "nodes"])
+    emit(args, {"models": rows}, "model zoo", rows, ["name", "task", "origin", "input", "params", "mflops", "nodes"])
 
 
 def cmd_inspect(args: argparse.Namespace) -> None:

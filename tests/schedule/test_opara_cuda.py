@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dnninfer.schedule import OpDAG, make_plan, models
+from dnninfer import zoo
+from dnninfer.schedule import OpDAG, make_plan
 from dnninfer.schedule.cuda import CudaStreamGraph, FakeCudaBackend
 from dnninfer.schedule.program import RUN, happens_before_violations
 
@@ -18,7 +19,7 @@ def test_stream_graph_equals_eager_on_fresh_inputs(graph_of, name):
     runner = CudaStreamGraph(graph, make_plan(dag, "opara", "opara"), dag, backend=FakeCudaBackend(), warmup=1)
     assert runner.program.num_streams > 1
     for seed in (3, 4):  # a second call must see its own inputs (static buffers refreshed)
-        fresh = models.example_inputs(name, seed=seed)
+        fresh = zoo.example_inputs(name, seed=seed)
         with torch.no_grad():
             assert torch.allclose(runner(*fresh), model(*fresh), atol=1e-6)
 
@@ -44,7 +45,7 @@ def test_outputs_are_aliased_unless_copied(graph_of):
     _, _, graph, _ = graph_of("deepfm")
     dag = OpDAG.from_graph(graph)
     plan = make_plan(dag, "opara", "opara")
-    a, b = models.example_inputs("deepfm", seed=1), models.example_inputs("deepfm", seed=2)
+    a, b = zoo.example_inputs("deepfm", seed=1), zoo.example_inputs("deepfm", seed=2)
     aliased = CudaStreamGraph(graph, plan, dag, backend=FakeCudaBackend(), warmup=0, copy_outputs=False)
     first = aliased(*a)
     kept = first.clone()

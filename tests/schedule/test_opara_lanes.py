@@ -8,16 +8,17 @@ import pytest
 import torch
 from torch import nn
 
+from dnninfer import zoo
 from dnninfer.graph import capture, shared_writes
-from dnninfer.schedule import LaneExecutor, OpDAG, make_plan, models
+from dnninfer.schedule import LaneExecutor, OpDAG, make_plan
 
 BENCH_MODELS = ["googlenet", "inception_v3", "nasnet_cells", "deepfm", "bert_encoder"]
 
 
 def _graph(graph_of, name):
-    if name in models.EXTRA_MODELS:
-        model = models.build(name)
-        x = models.example_inputs(name, batch=2)
+    if zoo.get(name).origin != "zoo":
+        model = zoo.build_model(name)
+        x = zoo.example_inputs(name, batch=2)
         return model, capture(model, x, name=name)
     model, _, graph, _ = graph_of(name)
     return model, graph
@@ -27,7 +28,7 @@ def _graph(graph_of, name):
 def test_lanes_equal_eager_on_fresh_inputs(graph_of, name):
     model, graph = _graph(graph_of, name)
     batch = graph.example_inputs[0].shape[0]
-    fresh = models.example_inputs(name, batch=batch, seed=7)
+    fresh = zoo.example_inputs(name, batch=batch, seed=7)
     dag = OpDAG.from_graph(graph)
     previous = torch.get_num_threads()
     torch.set_num_threads(1)  # the lanes run one intra-op thread each: compare like with like

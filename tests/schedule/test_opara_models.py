@@ -5,16 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 
+from dnninfer import zoo
 from dnninfer.errors import UserError
 from dnninfer.graph import capture
-from dnninfer.schedule import OpDAG, make_plan, models
+from dnninfer.schedule import OpDAG, make_plan
 
 
 def test_nasnet_cells_is_deterministic_and_branchy():
-    a, b = models.build("nasnet_cells", seed=3), models.build("nasnet_cells", seed=3)
+    a, b = zoo.build_model("nasnet_cells", seed=3), zoo.build_model("nasnet_cells", seed=3)
     assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
-    x = models.example_inputs("nasnet_cells", batch=2)
-    assert torch.equal(x[0], models.example_inputs("nasnet_cells", batch=2)[0])
+    x = zoo.example_inputs("nasnet_cells", batch=2)
+    assert torch.equal(x[0], zoo.example_inputs("nasnet_cells", batch=2)[0])
     graph = capture(a, x, name="nasnet_cells")
     assert graph(*x).shape == (2, 1000)
     dag = OpDAG.from_graph(graph)
@@ -24,12 +25,12 @@ def test_nasnet_cells_is_deterministic_and_branchy():
 
 
 def test_zoo_names_pass_through_and_unknown_names_are_user_errors():
-    assert "googlenet" in models.model_names() and "nasnet_cells" in models.model_names()
-    assert models.example_inputs("deepfm", batch=3)[0].shape[0] == 3
+    assert "googlenet" in zoo.names() and "nasnet_cells" in zoo.names()
+    assert zoo.example_inputs("deepfm", batch=3)[0].shape[0] == 3
     with pytest.raises(UserError, match="nosuch"):
-        models.build("nosuch")
+        zoo.build_model("nosuch")
     with pytest.raises(UserError, match="batch"):
-        models.example_inputs("nasnet_cells", batch=0)
+        zoo.example_inputs("nasnet_cells", batch=0)
 
 
 def test_gpu_figures_are_null_with_a_reason_without_cuda():

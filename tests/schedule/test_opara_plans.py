@@ -121,10 +121,10 @@ def test_every_plan_on_zoo_models_respects_every_edge(graph_of, name):
 
 
 def test_nasnet_cells_plans_respect_every_edge():
+    from dnninfer import zoo
     from dnninfer.graph import capture
-    from dnninfer.schedule import models
 
-    graph = capture(models.build("nasnet_cells"), models.example_inputs("nasnet_cells"), name="nasnet_cells")
+    graph = capture(zoo.build_model("nasnet_cells"), zoo.example_inputs("nasnet_cells"), name="nasnet_cells")
     dag = OpDAG.from_graph(graph)
     for plan in _model_plans(dag):
         assert not happens_before_violations(build_program(plan, dag), dag.edges(), final_stream=0)

@@ -32,14 +32,21 @@ PARAM_COUNTS = {
     "digits_mlp": 17_226,
     "digits_cnn": 25_978,
     "lenet_digits": 19_754,
+    # declared by areas in <area>/models.py ZOO_MODELS
+    "digits_vmcu_cnn": 4_106,
+    "rns_digits_cnn": 9_930,
+    "mnist1d_mlp": 78_858,
+    "mnist1d_cnn": 8_010,
+    "nasnet_cells": 737_800,
+    "tiny_detector": 190_677,
 }
 
 IMAGENET = ("alexnet", "vgg16", "resnet18", "resnet50", "mobilenet_v2", "googlenet", "inception_v3")
-DIGITS = ("digits_mlp", "digits_cnn", "lenet_digits")
-OUTPUT_SHAPES = {n: (1, 1000) for n in IMAGENET} | {n: (1, 10) for n in DIGITS}
-OUTPUT_SHAPES |= {"bert_encoder": (1, 2), "deepfm": (1, 1)}
+DIGITS = ("digits_mlp", "digits_cnn", "lenet_digits", "digits_vmcu_cnn", "rns_digits_cnn", "mnist1d_mlp", "mnist1d_cnn")
+OUTPUT_SHAPES = {n: (1, 1000) for n in (*IMAGENET, "nasnet_cells")} | {n: (1, 10) for n in DIGITS}
+OUTPUT_SHAPES |= {"bert_encoder": (1, 2), "deepfm": (1, 1), "tiny_detector": (1, 5, 7, 7)}
 
-TASKS = {"image-classification", "nlp", "recsys", "digits"}
+TASKS = {"image-classification", "nlp", "recsys", "digits", "mnist1d", "detection"}
 
 
 @pytest.fixture(autouse=True, scope="module")

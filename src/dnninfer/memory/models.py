@@ -18,23 +18,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from dnninfer import zoo
 from dnninfer.errors import UserError
 from dnninfer.memory.ir import IR, IRBuilder
 from dnninfer.memory.quantize import quantize, quantize_input
-from dnninfer.zoo.vision import MobileNetV2
+from dnninfer.zoo.vision import MobileNetV2, make_divisible
 
-# t (expansion), c (channels), n (repeats), s (first stride): Sandler et al. 2018, Table 2.
-MBV2_SETTING: tuple[tuple[int, int, int, int], ...] = (
-    (1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1),
-)  # fmt: skip
-
-
-def make_divisible(v: float, divisor: int = 8) -> int:
-    """torchvision's channel rounding: a multiple of `divisor`, never more than 10 % below `v`."""
-    new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
-    if new_v < 0.9 * v:
-        new_v += divisor
-    return new_v
+#: t (expansion), c (channels), n (repeats), s (first stride): the zoo model's (Sandler et al. 2018, Table 2).
+MBV2_SETTING = MobileNetV2.SETTING
 
 
 def mobilenet_v2_ir(width: float, resolution: int, num_classes: int = 1000) -> IR:
@@ -140,6 +131,13 @@ def example_input(ir: IR, seed: int = 0) -> np.ndarray:
     x = rng.random(shape) if ir.meta.get("input_dist") == "uniform" else rng.standard_normal(shape)
     return quantize_input(ir, x)
 
+
+#: Declared to the zoo: the float digits CNN (`digits_cnn_int8` quantises it) by name for every system.
+ZOO_MODELS = (
+    zoo.ModelSpec("digits_vmcu_cnn", DigitsVmcuCNN, (zoo.InputSpec((1, 1, 8, 8)),), "digits",
+                  "vMCU's digits CNN: conv3x3 16, dw, pw 32, dw s2, pw 64, GAP, FC (MCU-sized, BN folds).",
+                  origin="memory"),
+)
 
 #: name -> (builder taking a seed, executable?, description)
 BENCHMARKS: dict[str, tuple[Callable[[int], IR], bool, str]] = {

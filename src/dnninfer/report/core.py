@@ -23,7 +23,7 @@ def zoo_section() -> tuple[ReportSection, dict]:
         g = capture(zoo.build_model(name), zoo.example_inputs(name), name=name)
         blocks = g.chain()
         rows.append({
-            "model": name, "task": spec.task,
+            "model": name, "task": spec.task, "declared by": spec.origin,
             "input": " ".join(str(tuple(s.shape)) for s in spec.input_specs),
             "params": g.param_count, "GFLOPs": round(g.total_flops / 1e9, 4),
             "nodes": len(g.compute_nodes()), "chain blocks": len(blocks),

@@ -59,25 +59,13 @@ def load_data(name: str, seed: int = 0) -> Data:
 
 
 def build_model(dataset: str, arch: str | None = None, seed: int = 0) -> nn.Module:
-    """Small models that keep integer emulation affordable on a 2-core CPU."""
-    arch = arch or RECIPES[dataset].arch
-    torch.manual_seed(seed)
-    if (dataset, arch) == ("digits", "mlp"):  # research note §4.2: MLP 64-128-64-10
-        return nn.Sequential(nn.Flatten(), nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(),
-                             nn.Linear(64, 10))
-    if (dataset, arch) == ("digits", "cnn"):
-        return nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, stride=2, padding=1),
-                             nn.ReLU(), nn.Flatten(), nn.Linear(32 * 4 * 4, 10))
-    if (dataset, arch) == ("mnist1d", "mlp"):  # research note addendum: MLP 40-256-256-10
-        return nn.Sequential(nn.Flatten(), nn.Linear(40, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(),
-                             nn.Linear(256, 10))
-    if (dataset, arch) == ("mnist1d", "cnn"):  # 1-D CNN as (1, k) Conv2d kernels; MNIST-1D paper style
-        return nn.Sequential(
-            nn.Conv2d(1, 32, (1, 5), stride=(1, 2), padding=(0, 2)), nn.ReLU(),
-            nn.Conv2d(32, 32, (1, 3), stride=(1, 2), padding=(0, 1)), nn.ReLU(),
-            nn.Conv2d(32, 32, (1, 3), stride=(1, 2), padding=(0, 1)), nn.ReLU(),
-            nn.Flatten(), nn.Linear(32 * 5, 10))
-    raise UserError(f"model: expected arch mlp or cnn for dataset {dataset!r}, got {arch!r}")
+    """The dataset's zoo model (``rns.models``), weights drawn after ``torch.manual_seed(seed)``."""
+    from dnninfer import zoo
+    from dnninfer.rns.models import model_name
+
+    name = model_name(dataset, arch or RECIPES[dataset].arch)
+    torch.manual_seed(seed)  # the global stream, as training has always drawn its initial weights
+    return zoo.get(name).build()
 
 
 @dataclass

@@ -69,18 +69,18 @@ def _eager(model: Any, inputs: Any, threads: int) -> Any:
 
 def _cpu_case(name: str, batch: int, cfg: dict[str, Any], args: BenchArgs, lanes: int,
               use_compile: bool) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    from dnninfer import zoo
     from dnninfer.cost.measure import profile
     from dnninfer.graph import capture
-    from dnninfer.schedule import models
     from dnninfer.schedule.baselines import BaselineUnavailable, compiled_cpu, onnx_bytes, ort_session
     from dnninfer.schedule.dag import OpDAG
     from dnninfer.schedule.lanes import LaneExecutor
     from dnninfer.schedule.plan import ALGOS, make_plan
 
     t_case = time.perf_counter()
-    model = models.build(name, seed=args.seed)
-    x = models.example_inputs(name, batch=batch, seed=args.seed)
-    fresh = models.example_inputs(name, batch=batch, seed=args.seed + 1)
+    model = zoo.build_model(name, seed=args.seed)
+    x = zoo.example_inputs(name, batch=batch, seed=args.seed)
+    fresh = zoo.example_inputs(name, batch=batch, seed=args.seed + 1)
     g = capture(model, x, name=name)
     prof = profile(g, threads=1, warmup=1, repeats=cfg["profile_repeats"])
     dag = OpDAG.from_graph(g, prof.node_s)
@@ -179,7 +179,7 @@ def _loadavg() -> list[float] | None:
 @register_system("opara", description="Opara operator parallelism (streams/lanes) vs eager, ORT, torch.compile",
                  report_section=report_section, add_arguments=_add_arguments, headline=CLAIMS[0])
 def bench_opara(args: BenchArgs) -> dict[str, Any]:
-    from dnninfer.schedule import models
+    from dnninfer import zoo
     from dnninfer.schedule.gpu_bench import gpu_cases, gpu_unavailable_reason
 
     cfg = dict(args.pick(FULL, QUICK, SMOKE))
@@ -189,9 +189,9 @@ def bench_opara(args: BenchArgs) -> dict[str, Any]:
     batches = args.get("batches") or cfg["batches"]
     lanes = args.get("lanes") or 2
     use_compile = not args.quick and not args.get("no_compile")
-    unknown = [n for n in names if n not in models.model_names()]
+    unknown = [n for n in names if n not in zoo.names()]
     if unknown:  # fail fast, as a user error
-        raise expected("--models", f"names from {', '.join(models.model_names())}", unknown[0])
+        raise expected("--models", f"names from {', '.join(zoo.names())}", unknown[0])
     if lanes < 1:
         raise expected("--lanes", "a positive integer", lanes)
     rows: list[dict[str, Any]] = []

@@ -42,14 +42,10 @@ def add_commands(sub: Any) -> None:
 
 
 def _load(args: argparse.Namespace) -> tuple[str, Any, tuple[Any, ...]]:
-    from dnninfer.schedule import models
     from dnninfer.zoo import load_model
 
     if args.batch < 1:
         raise UserError(f"--batch: expected a positive integer, got {args.batch}")
-    if args.model in models.EXTRA_MODELS:
-        return (args.model, models.build(args.model, seed=args.seed),
-                models.example_inputs(args.model, batch=args.batch, seed=args.seed))
     loaded = load_model(args.model, input_shape=args.input_shape, batch=args.batch, seed=args.seed,
                         weights=args.weights, trust_pickle=args.trust_pickle)
     return loaded.name, loaded.model, loaded.inputs

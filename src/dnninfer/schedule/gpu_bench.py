@@ -168,16 +168,16 @@ def gpu_case(
 def gpu_cases(names: Sequence[str], batches: Sequence[int], *, warmup: int, repeats: int, seed: int = 0,
               use_compile: bool = True) -> tuple[list[dict[str, Any]], dict[str, dict[str, dict[str, Any]]]]:
     """``gpu_case`` for every (model, batch): all rows, and the summaries as model -> str(batch)."""
+    from dnninfer import zoo
     from dnninfer.graph import capture
-    from dnninfer.schedule import models
 
     rows: list[dict[str, Any]] = []
     summaries: dict[str, dict[str, dict[str, Any]]] = {}
     for name in names:
         for b in batches:
-            model = models.build(name, seed=seed)
-            x = models.example_inputs(name, batch=b, seed=seed)
-            fresh = models.example_inputs(name, batch=b, seed=seed + 1)
+            model = zoo.build_model(name, seed=seed)
+            x = zoo.example_inputs(name, batch=b, seed=seed)
+            fresh = zoo.example_inputs(name, batch=b, seed=seed + 1)
             r, s = gpu_case(name, b, model, capture(model, x, name=name), x, fresh, warmup=warmup, repeats=repeats,
                             seed=seed, use_compile=use_compile)
             rows += r

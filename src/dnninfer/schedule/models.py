@@ -20,9 +20,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from dnninfer import zoo
-from dnninfer.errors import expected
 
-__all__ = ["EXTRA_MODELS", "NASNetCells", "build", "example_inputs", "model_names"]
+__all__ = ["ZOO_MODELS", "NASNetCells", "nasnet_cells"]
 
 NASNET = "nasnet_cells"
 _NASNET_INPUT = (1, 3, 96, 96)
@@ -139,33 +138,14 @@ class NASNetCells(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(F.relu(h), 1), 1))
 
 
-EXTRA_MODELS = {NASNET: "NASNet-A-like cell stack: 3 stages x 2 normal cells + 2 reduction cells, 128x128 input"}
+def nasnet_cells() -> NASNetCells:
+    """The Opara bench's NASNet-A-like stack at its default size."""
+    return NASNetCells()
 
 
-def model_names() -> list[str]:
-    """Zoo names plus this module's extras."""
-    return [*zoo.names(), *EXTRA_MODELS]
-
-
-def build(name: str, seed: int = 0) -> nn.Module:
-    """A zoo model or an extra, weights drawn after ``torch.manual_seed(seed)``, in eval mode."""
-    if name not in EXTRA_MODELS:
-        if name not in zoo.names():
-            raise expected("model", f"one of {', '.join(model_names())}", name)
-        return zoo.build_model(name, seed=seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = NASNetCells()
-    return model.eval()
-
-
-def example_inputs(name: str, batch: int = 1, seed: int = 0) -> tuple[torch.Tensor, ...]:
-    """Deterministic inputs (depend only on name, batch, seed)."""
-    if name not in EXTRA_MODELS:
-        if name not in zoo.names():
-            raise expected("model", f"one of {', '.join(model_names())}", name)
-        return zoo.example_inputs(name, batch=batch, seed=seed)
-    if batch < 1:
-        raise expected("batch", "a positive integer", batch)
-    gen = torch.Generator().manual_seed(seed)
-    return (torch.randn((batch, *_NASNET_INPUT[1:]), generator=gen),)
+#: Declared to the zoo, so every system takes ``nasnet_cells`` by name (``zoo.get``, the CLI).
+ZOO_MODELS = (
+    zoo.ModelSpec(NASNET, nasnet_cells, (zoo.InputSpec(_NASNET_INPUT),), "image-classification",
+                  "NASNet-A-like cell stack: 3 stages x 2 normal cells + 2 reduction cells, 96x96 input.",
+                  origin="schedule"),
+)

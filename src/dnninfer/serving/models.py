@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from dnninfer import zoo
+
 __all__ = ["Box", "ModelRunner", "TinyDetector", "UserClassifier", "build_detector", "decode_boxes", "topk_rows"]
 
 
@@ -117,6 +119,14 @@ class TinyDetector(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
+
+
+#: Declared to the zoo, so the detector is a model every system takes by name.
+ZOO_MODELS = (
+    zoo.ModelSpec("tiny_detector", TinyDetector, (zoo.InputSpec((1, 3, 224, 224)),), "detection",
+                  "Serving's YOLO-v1-style detector: five stride-2 conv-BN-ReLU stages to 7x7, 5 outputs a cell.",
+                  origin="serving"),
+)
 
 
 def build_detector(seed: int = 0) -> TinyDetector:

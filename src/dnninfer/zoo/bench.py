@@ -210,7 +210,8 @@ def bench_onnx(args: BenchArgs) -> dict[str, Any]:
     from dnninfer import zoo
     from dnninfer.graph import capture
 
-    cfg = args.pick({"models": tuple(zoo.names()), "exporters": tuple(EXPORTERS), "image": FULL_IMAGE}, QUICK, SMOKE)
+    full = {"models": tuple(zoo.names(origin="zoo")), "exporters": tuple(EXPORTERS), "image": FULL_IMAGE}
+    cfg = args.pick(full, QUICK, SMOKE)
     models, exporters, image = cfg["models"], cfg["exporters"], cfg["image"]
     rows = []
     with pinned_threads(1), torch.no_grad(), tempfile.TemporaryDirectory(prefix="dnninfer_onnx_") as tmp:

@@ -89,7 +89,7 @@ class VGG(nn.Module):
         return self.classifier(torch.flatten(x, 1))
 
 
-def _make_divisible(v: float, divisor: int = 8) -> int:
+def make_divisible(v: float, divisor: int = 8) -> int:
     """Round channels to a multiple of `divisor` without dropping more than 10% (torchvision rule)."""
     new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
     if new_v < 0.9 * v:
@@ -150,11 +150,11 @@ class MobileNetV2(nn.Module):
 
     def __init__(self, num_classes: int = 1000, width_mult: float = 1.0, dropout: float = 0.2) -> None:
         super().__init__()
-        in_ch = _make_divisible(32 * width_mult)
-        self.last_channel = _make_divisible(1280 * max(1.0, width_mult))
+        in_ch = make_divisible(32 * width_mult)
+        self.last_channel = make_divisible(1280 * max(1.0, width_mult))
         features: list[nn.Module] = [ConvBNReLU6(3, in_ch, stride=2)]
         for t, c, n, s in self.SETTING:
-            out_ch = _make_divisible(c * width_mult)
+            out_ch = make_divisible(c * width_mult)
             for i in range(n):
                 features.append(InvertedResidual(in_ch, out_ch, s if i == 0 else 1, expand_ratio=t))
                 in_ch = out_ch
