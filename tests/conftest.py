@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import io
+import json
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
 
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# one intra-op thread per xdist worker (two workers share the two cores), two when run alone
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else max(1, min(2, os.cpu_count() or 1)))
 
 
 @functools.cache
@@ -33,14 +39,68 @@ def graph_of():
     return zoo_graph
 
 
-@functools.cache
-def quick_bench(system: str) -> tuple[int, str]:
-    """(exit code, stdout) of ``dnninfer bench SYSTEM --smoke --json`` (the smallest run through
-    every code path), run once per session: the JSON contract test and a system's own checks of
-    its figures read the same run."""
+#: Test files that need a local Ray cluster: the scheduler keeps them on one xdist worker, so the
+#: session starts one cluster (`ray_cluster`) for all of them.
+RAY_FILES = ("tests/runtime/test_ray_runtime.py", "tests/partition/test_execute.py", "tests/partition/test_replan.py")
+_SHARED_ENV = "DNNINFER_TEST_SHARED"
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """Whole files per worker (module fixtures are built once), the Ray files together as one unit."""
+    from xdist.scheduler import LoadFileScheduling
+
+    class Scheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "ray" if path in RAY_FILES else path
+
+    return Scheduling(config, log)
+
+
+def pytest_configure(config):
+    """The controller (or a plain run) makes one folder the workers share for runs worth doing once."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ[_SHARED_ENV] = tempfile.mkdtemp(prefix="dnninfer-tests-")
+
+
+def pytest_unconfigure(config):
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        shutil.rmtree(os.environ.pop(_SHARED_ENV, ""), ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray cluster for the session; a `RayRuntime` started inside it reuses it and stops
+    only its own actors."""
+    from dnninfer.runtime import RayRuntime
+
+    with RayRuntime(num_cpus=2) as rt:
+        yield rt
+
+
+def _smoke(system: str) -> tuple[int, str]:
     from dnninfer.cli import main
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         code = main(["bench", system, "--smoke", "--json"])
     return code, out.getvalue()
+
+
+@functools.cache
+def quick_bench(system: str) -> tuple[int, str]:
+    """(exit code, stdout) of ``dnninfer bench SYSTEM --smoke --json`` (the smallest run through
+    every code path), run once per test run: the JSON contract test and a system's own checks of
+    its figures read the same run, whichever xdist worker asks first (the others wait on a lock)."""
+    if not os.environ.get(_SHARED_ENV):  # no folder of this run to share through: run it here
+        return _smoke(system)
+    shared = Path(os.environ[_SHARED_ENV])
+    with open(shared / f"smoke-{system}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = shared / f"smoke-{system}.json"
+        if done.exists():
+            saved = json.loads(done.read_text())
+            return saved["code"], saved["out"]
+        code, out = _smoke(system)
+        done.write_text(json.dumps({"code": code, "out": out}))
+        return code, out

@@ -21,7 +21,7 @@ def _one_thread():
         yield
 
 
-QUICK = {"epochs": 8, "ae_epochs": 30, "lr": 3e-3, "batch": 32, "seed": 0}
+QUICK = {"epochs": 8, "ae_epochs": 12, "lr": 3e-3, "batch": 32, "seed": 0}  # cbnet 0.964 vs floor 0.93
 
 
 @pytest.fixture(scope="module")

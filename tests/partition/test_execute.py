@@ -85,7 +85,7 @@ def test_coedge_plan_tiles_over_every_node(graph_of):
 
 
 @pytest.fixture(scope="module")
-def ray_rt():
+def ray_rt(ray_cluster):
     from dnninfer.runtime import RayRuntime
 
     with RayRuntime(threads=1) as rt:

@@ -135,7 +135,7 @@ def test_node_lost_replans_without_it_and_the_source_is_fatal(graph_of):
 
 
 @pytest.fixture(scope="module")
-def ray_rt():
+def ray_rt(ray_cluster):
     from dnninfer.runtime import RayRuntime
 
     with RayRuntime(threads=1) as rt:

@@ -7,7 +7,7 @@ from dnninfer.runtime import NodeFailure, RayRuntime, SimpleLink, run_inprocess
 
 
 @pytest.fixture(scope="module")
-def ray_rt():
+def ray_rt(ray_cluster):
     with RayRuntime(num_cpus=2) as rt:
         yield rt
 
