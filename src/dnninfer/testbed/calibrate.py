@@ -1,0 +1,57 @@
+"""Calibration at `testbed up`: each PU's real speed (a fixed probe) and each link's real rate (a
+bulk transfer), both undilated, beside what the cluster YAML configures."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+from dnninfer.testbed.core import TestbedState
+
+PROBE_REPEATS = 3
+BLOB_SMALL, BLOB_LARGE = 64 << 10, 1 << 20
+
+
+def calibrate(state: TestbedState) -> dict[str, Any]:
+    """PU speed in host cores (probe on the host / probe on the PU x dilation) and link rate in
+    Mbit/s (extra bytes / extra time of a large over a small node-to-node transfer, x dilation)."""
+    import ray
+
+    from dnninfer.env import pinned_threads
+    from dnninfer.testbed.runtime import TestbedRuntime, probe_seconds
+
+    rt = TestbedRuntime(state)
+    d = state.dilation
+    with pinned_threads(1):
+        host = probe_seconds(PROBE_REPEATS)
+    pus = {}
+    for n in state.nodes:
+        for pu, speed in n.pus.items():
+            target = f"{n.name}/{pu}"
+            t = ray.get(rt.actor(target).probe.remote(PROBE_REPEATS), timeout=300)
+            measured = host / t * d
+            pus[target] = {"configured": round(speed, 4), "measured": round(measured, 4),
+                           "error": round(abs(measured - speed) / speed, 4)}
+    links = {}
+    if len(state.nodes) > 1:
+        for i, n in enumerate(state.nodes):
+            dst = state.nodes[(i + 1) % len(state.nodes)]
+            a = rt.actor(f"{n.name}/{next(iter(n.pus))}")
+            b = rt.actor(f"{dst.name}/{next(iter(dst.pus))}")
+            times = {}
+            for size in (BLOB_SMALL, BLOB_LARGE):
+                samples = []
+                for _ in range(2):
+                    blob = a.blob.remote(size)
+                    ray.wait([blob], fetch_local=False)
+                    t0 = time.perf_counter()
+                    ray.get(b.fetch.remote(blob), timeout=300)
+                    samples.append(time.perf_counter() - t0)
+                times[size] = statistics.median(samples)
+            rate = (BLOB_LARGE - BLOB_SMALL) * 8 / max(1e-9, times[BLOB_LARGE] - times[BLOB_SMALL]) / 1e6 * d
+            links[f"{n.name}->{dst.name}"] = {"configured_mbps": n.rate_mbps, "measured_mbps": round(rate, 2),
+                                              "error": round(abs(rate - n.rate_mbps) / n.rate_mbps, 4)}
+    return {"host_probe_s": host, "pus": pus, "links": links,
+            "pu_speed_error": max((p["error"] for p in pus.values()), default=None),
+            "link_rate_error": max((x["error"] for x in links.values()), default=None)}

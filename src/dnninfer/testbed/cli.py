@@ -1,0 +1,139 @@
+"""`dnninfer testbed up|status|down|run`: the edge testbed (needs root)."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from typing import Any
+
+from dnninfer import argtypes as at
+from dnninfer.cliutil import emit
+from dnninfer.errors import UserError
+
+
+def _dilation(text: str) -> float | None:
+    if text == "auto":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or a number > 0, got {text!r}") from None
+    if not (value > 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected auto or a number > 0, got {text!r}")
+    return value
+
+
+def add_commands(sub: Any) -> None:
+    p = sub.add_parser("testbed", help="edge testbed: Ray nodes in shaped network namespaces, PUs throttled by cgroups")
+    tsub = p.add_subparsers(dest="testbed_command", required=True)
+    u = tsub.add_parser("up", help="bring up one namespace + Ray node per device of CLUSTER, calibrate")
+    u.add_argument("cluster", help="cluster config name or YAML (one default link)")
+    u.add_argument("--dilation", type=_dilation, default=None, metavar="auto|D",
+                   help="time dilation (default auto: the smallest that fits the PUs in 1.6 cores)")
+    u.add_argument("--no-calibrate", action="store_true", help="skip the PU and link calibration")
+    u.add_argument("--json", action="store_true")
+    u.set_defaults(func=cmd_up)
+    s = tsub.add_parser("status", help="configured vs calibrated PU speeds and link rates")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_status)
+    d = tsub.add_parser("down", help="stop and remove everything the testbed made (idempotent)")
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(func=cmd_down)
+    r = tsub.add_parser("run", help="plan MODEL on the testbed's cluster and execute it there")
+    r.add_argument("model", help="zoo model name (nodes rebuild it from name and seed)")
+    r.add_argument("--strategy", default="hidp")
+    r.add_argument("--objective", choices=["latency", "energy", "throughput"], default="latency")
+    r.add_argument("--requests", type=at.bounded_int(1, 1000), default=5)
+    r.add_argument("--seed", type=at.seed, default=0)
+    r.add_argument("--host-estimate", choices=["measure", "flops"], default="measure")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=cmd_run)
+
+
+def _log(msg: str) -> None:
+    print(f"testbed: {msg}", file=sys.stderr)
+
+
+def cmd_up(args: argparse.Namespace) -> None:
+    from dnninfer.testbed.core import NOTE, status, up
+
+    up(args.cluster, args.dilation, calibrate=not args.no_calibrate, log=_log)
+    _show(args, status(), NOTE)
+
+
+def cmd_status(args: argparse.Namespace) -> None:
+    from dnninfer.testbed.core import NOTE, status
+
+    _show(args, status(), NOTE)
+
+
+def _show(args: argparse.Namespace, st: dict[str, Any], note: str) -> None:
+    cal = st.get("calibration") or {}
+    rows = []
+    for n in st["nodes"]:
+        for pu, speed in n["pus"].items():
+            c = cal.get("pus", {}).get(f"{n['name']}/{pu}", {})
+            q = st["quotas"].get(f"{n['name']}/{pu}", {})
+            rows.append({"target": f"{n['name']}/{pu}", "netns": n["netns"], "ip": n["ip"],
+                         "speed (host cores)": round(speed, 3), "measured": c.get("measured"),
+                         "quota us/period": f"{q.get('quota_us')}/{q.get('period_us')}",
+                         "link Mbit/s": n["rate_mbps"]})
+    if not args.json:
+        emit(args, st, f"testbed {st['cluster']}: dilation {st['dilation']:g}; {note}", rows)
+        links = [{"link": k, **v} for k, v in cal.get("links", {}).items()]
+        if links:
+            emit(args, st, "links (undilated): configured vs measured", links)
+    else:
+        emit(args, st, "")
+
+
+def cmd_down(args: argparse.Namespace) -> None:
+    from dnninfer.testbed.core import down
+
+    out = down()
+    removed = {k: len(v) for k, v in out["removed"].items()}
+    emit(args, out, "testbed down: removed", [removed])
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    import torch
+
+    from dnninfer import zoo
+    from dnninfer.cost import load_cluster
+    from dnninfer.graph import capture, max_abs_diff
+    from dnninfer.partition.costmodel import CostModel
+    from dnninfer.partition.execute import materialize
+    from dnninfer.partition.strategies import STRATEGIES
+    from dnninfer.partition.strategies import plan as make_plan
+    from dnninfer.testbed.core import NOTE, TestbedState
+    from dnninfer.testbed.runtime import ModelSource, TestbedRuntime
+
+    state = TestbedState.load()
+    if args.strategy not in STRATEGIES:
+        raise UserError(f"--strategy: expected one of {', '.join(STRATEGIES)}, got {args.strategy!r}")
+    zoo.get(args.model)
+    model = zoo.build_model(args.model, seed=args.seed)
+    inputs = zoo.example_inputs(args.model, seed=args.seed)
+    graph = capture(model, inputs, name=args.model)
+    with torch.no_grad():
+        ref = model(*inputs)
+    cm = CostModel.build(graph, load_cluster(state.cluster), host=args.host_estimate)
+    plan = make_plan(cm, args.strategy, args.objective)
+    dep = materialize(plan, cm)
+    rt = TestbedRuntime(state)
+    try:
+        info = rt.deploy(dep.graph, dep.stages, dep.placement, dep.source, ModelSource(args.model, args.seed))
+        runs = [rt.run() for _ in range(args.requests)]
+    finally:
+        rt.shutdown()
+    err = max(max_abs_diff(r.output, ref) for r in runs)
+    measured = statistics.median(r.latency_s for r in runs)
+    obj = {"model": args.model, "cluster": state.cluster, "strategy": args.strategy, "targets": info["targets"],
+           "stages": len(dep.stages), "predicted_latency_s": plan.latency_s, "measured_latency_s": measured,
+           "latencies_s": [r.latency_s for r in runs], "pred_error": abs(measured - plan.latency_s) / measured,
+           "max_abs_error": err, "weights_shipped_bytes": info["weights_shipped_bytes"],
+           "dilation": state.dilation, "note": NOTE}
+    emit(args, obj, f"{args.model} on testbed {state.cluster} ({args.strategy}); {NOTE}",
+         [{k: obj[k] for k in ("strategy", "stages", "predicted_latency_s", "measured_latency_s", "pred_error",
+                               "max_abs_error", "weights_shipped_bytes")}])

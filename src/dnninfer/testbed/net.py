@@ -1,0 +1,116 @@
+"""Links of the testbed: one network namespace per emulated device, joined to one bridge.
+
+Each device gets a veth pair: one end inside its namespace, one on the bridge. Bandwidth is
+enforced by the kernel (tbf on both ends, so a device's sends and receives are each limited to its
+link rate, like one radio); delay is emulated by the runtime in user space (no `netem` here).
+Every name starts with `PREFIX` and every address comes from `SUBNET`, a private range used only
+inside namespaces the testbed created, so `teardown` can find and remove all of it, and only it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import subprocess
+from dataclasses import dataclass
+
+from dnninfer.errors import UserError
+
+PREFIX = "dnntb"
+BRIDGE = f"{PREFIX}0"
+SUBNET = ipaddress.ip_network("10.213.0.0/24")
+HOST_IP = str(SUBNET.network_address + 1)
+#: tbf bucket: large enough for a GSO segment (64 KiB), small enough that short messages see the rate
+BURST_BYTES = 64 * 1024
+#: tbf queue: how long a packet may wait before the kernel drops it (drops would make TCP back off)
+QUEUE_LATENCY_MS = 4000
+
+
+def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run one `ip`/`tc` command; a failure is a UserError that names the command and its message."""
+    r = subprocess.run(list(args), capture_output=True, text=True)
+    if check and r.returncode != 0:
+        msg = (r.stderr or r.stdout).strip().splitlines()
+        raise UserError(f"testbed: `{' '.join(args)}` failed: {msg[-1] if msg else r.returncode}")
+    return r
+
+
+@dataclass(frozen=True)
+class NodeNet:
+    """Where one emulated device lives on the network."""
+
+    index: int
+    name: str  # the cluster's node name
+    rate_mbps: float  # the link rate as enforced (after dilation)
+
+    @property
+    def netns(self) -> str:
+        return f"{PREFIX}-{self.index}"
+
+    @property
+    def host_if(self) -> str:
+        return f"{PREFIX}{self.index}h"
+
+    @property
+    def ns_if(self) -> str:
+        return f"{PREFIX}{self.index}n"
+
+    @property
+    def ip(self) -> str:
+        return str(SUBNET.network_address + 10 + self.index)
+
+
+def _tbf(rate_mbps: float, dev: str, netns: str | None = None) -> None:
+    cmd = ["ip", "netns", "exec", netns] if netns else []
+    rate = f"{max(8, round(rate_mbps * 1000))}kbit"
+    sh(*cmd, "tc", "qdisc", "replace", "dev", dev, "root", "tbf", "rate", rate, "burst", str(BURST_BYTES),
+       "latency", f"{QUEUE_LATENCY_MS}ms")
+
+
+def set_rate(node: NodeNet, rate_mbps: float) -> None:
+    """Change a device's link rate in place (both ends), e.g. slot by slot for a fading channel."""
+    _tbf(rate_mbps, node.host_if)
+    _tbf(rate_mbps, node.ns_if, node.netns)
+
+
+def create(nodes: list[NodeNet]) -> None:
+    """The bridge with the host's address, and a shaped veth into a fresh namespace per node."""
+    if len(nodes) > SUBNET.num_addresses - 12:
+        raise UserError(f"testbed: at most {SUBNET.num_addresses - 12} nodes, got {len(nodes)}")
+    sh("ip", "link", "add", BRIDGE, "type", "bridge")
+    sh("ip", "addr", "add", f"{HOST_IP}/{SUBNET.prefixlen}", "dev", BRIDGE)
+    sh("ip", "link", "set", BRIDGE, "up")
+    for n in nodes:
+        sh("ip", "netns", "add", n.netns)
+        sh("ip", "link", "add", n.host_if, "type", "veth", "peer", "name", n.ns_if)
+        sh("ip", "link", "set", n.ns_if, "netns", n.netns)
+        sh("ip", "link", "set", n.host_if, "master", BRIDGE, "up")
+        sh("ip", "netns", "exec", n.netns, "ip", "addr", "add", f"{n.ip}/{SUBNET.prefixlen}", "dev", n.ns_if)
+        sh("ip", "netns", "exec", n.netns, "ip", "link", "set", n.ns_if, "up")
+        sh("ip", "netns", "exec", n.netns, "ip", "link", "set", "lo", "up")
+        set_rate(n, n.rate_mbps)
+
+
+def set_link(node: NodeNet, up: bool) -> None:
+    """Take a device's link down or up (fault injection)."""
+    sh("ip", "link", "set", node.host_if, "up" if up else "down")
+
+
+def leftovers() -> dict[str, list[str]]:
+    """Every namespace and interface of ours that exists now (empty lists: nothing is left)."""
+    ns = [line.split()[0] for line in sh("ip", "netns", "list").stdout.splitlines() if line.startswith(PREFIX)]
+    links = []
+    for line in sh("ip", "-o", "link", "show").stdout.splitlines():
+        name = line.split(":", 2)[1].strip().split("@")[0]
+        if name.startswith(PREFIX):
+            links.append(name)
+    return {"netns": ns, "links": links}
+
+
+def teardown() -> None:
+    """Remove every namespace and interface of ours; idempotent (deleting a namespace deletes its
+    veth end, the peer and its qdiscs with it)."""
+    left = leftovers()
+    for ns in left["netns"]:
+        sh("ip", "netns", "del", ns, check=False)
+    for link in leftovers()["links"]:
+        sh("ip", "link", "del", link, check=False)

@@ -1,0 +1,272 @@
+"""Run a partition plan on the testbed: one actor per processing unit, on its device's Ray node,
+throttled by its cgroup; the same code path a cluster of real boards would take.
+
+What crosses the shaped links is what would cross a real network: activations, node to node
+through Ray's object store. Weights do not: each actor rebuilds the model from its source (zoo
+name and seed) and keeps its stage's tensors, checked against the driver's hash. The input is made
+on the source device and the output collected there; the driver only reads small timing records.
+Measured times are divided by the dilation before they are reported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import statistics
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from dnninfer.errors import UserError
+from dnninfer.graph import Graph, Stage
+from dnninfer.graph.split import assemble_output
+from dnninfer.runtime.common import producers
+from dnninfer.runtime.inprocess import incoming
+from dnninfer.testbed import procs
+from dnninfer.testbed.core import TestbedState, connect
+
+
+@dataclass(frozen=True)
+class RttLink:
+    """The testbed's user-space share of a link: half the (dilated) RTT; the kernel adds the bytes."""
+
+    rtt_ms: float
+
+    def transfer_s(self, nbytes: int) -> float:
+        return self.rtt_ms / 2e3
+
+
+@dataclass(frozen=True)
+class _Local:
+    local = True
+
+    def transfer_s(self, nbytes: int) -> float:
+        return 0.0
+
+
+def state_hash(module: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for k, v in sorted(module.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().contiguous().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class ModelSource:
+    """How a node rebuilds the model without receiving its weights: a zoo name and seed."""
+
+    name: str
+    seed: int = 0
+    batch: int = 1
+
+
+class PUWorker:
+    """One processing unit: a single-threaded actor on its device's node (its cgroup is joined
+    from the host side, where the cgroup tree is mounted)."""
+
+    def __init__(self, target: str) -> None:
+        torch.set_num_threads(1)
+        self.target, self.stages, self.links, self._model = target, {}, None, None
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def load(self, source: ModelSource, skeletons: dict[int, Any], shipped: dict[int, dict[str, torch.Tensor]],
+             hashes: dict[int, str], links: Any) -> dict[str, Any]:
+        """Stages from their weightless skeletons, filled from the locally built model."""
+        from dnninfer import zoo
+
+        if self._model is None or self._model[0] != (source.name, source.seed):
+            self._model = ((source.name, source.seed), zoo.build_model(source.name, seed=source.seed).state_dict())
+        full = self._model[1]
+        stages = {}
+        for label, stage in skeletons.items():
+            keys = list(stage.module.state_dict())
+            tensors = {k: shipped[label][k] if k in shipped[label] else full[k] for k in keys}
+            stage.module.load_state_dict(tensors, strict=True, assign=True)
+            got = state_hash(stage.module)
+            if got != hashes[label]:
+                raise UserError(f"node {self.target}: stage {label} weights hash {got}, the driver's is "
+                                f"{hashes[label]} (different model source, dnninfer or torch version)")
+            stages[label] = stage
+        self.stages, self.links = stages, links
+        import dnninfer
+
+        return {"target": self.target, "torch": torch.__version__, "dnninfer": dnninfer.__version__}
+
+    def make_inputs(self, source: ModelSource, names: list[str]) -> dict[str, Any]:
+        """The request's input, made here on the source device (it never crosses a link)."""
+        from dnninfer import zoo
+
+        return {"values": dict(zip(names, zoo.example_inputs(source.name, batch=source.batch, seed=source.seed),
+                                   strict=True))}
+
+    def run(self, label: int, names: list[str], sources: list[str], *envs: dict[str, Any]) -> tuple[Any, Any]:
+        env: dict[str, Any] = {}
+        for e in envs:
+            env.update(e["values"])
+        hops = incoming(names, env, dict(zip(names, sources, strict=True)), self.target, self.links)
+        time.sleep(max((h.delay_s for h in hops), default=0.0))
+        stage = self.stages[label]
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            outs = stage(*(env[n] for n in names))
+        compute = time.perf_counter() - t0
+        return {"values": dict(zip(stage.outputs, outs, strict=True))}, {"compute_s": compute, "label": label,
+                                                                           "hops": len(hops)}
+
+    def collect(self, names: list[str], sources: list[str], *envs: dict[str, Any]) -> dict[str, Any]:
+        """The output's values, gathered on the source device (as the simulator assumes)."""
+        env: dict[str, Any] = {}
+        for e in envs:
+            env.update(e["values"])
+        hops = incoming(names, env, dict(zip(names, sources, strict=True)), self.target, self.links)
+        time.sleep(max((h.delay_s for h in hops), default=0.0))
+        return {n: env[n] for n in names}
+
+    # calibration probes
+    def probe(self, repeats: int) -> float:
+        """Seconds of a fixed single-threaded workload (the same one the host is timed on)."""
+        return probe_seconds(repeats)
+
+    def blob(self, nbytes: int) -> Any:
+        import numpy as np
+
+        return np.ones(nbytes, dtype=np.uint8)
+
+    def fetch(self, blob: Any) -> int:
+        return len(blob)
+
+
+def probe_seconds(repeats: int) -> float:
+    """Median of `repeats` timings of 150 fixed 256x256 matmul-ReLU steps on one thread (about
+    0.1 s on a host core: many CFS periods, so a throttled PU shows its average share)."""
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(256, 256, generator=g), torch.randn(256, 256, generator=g) / 16
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        x = a
+        for _ in range(150):
+            x = torch.relu(x @ b)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+@dataclass
+class TestbedRun:
+    """One request on the testbed, with times already divided by the dilation."""
+
+    output: Any
+    latency_s: float
+    compute_s: dict[int, float] = field(default_factory=dict)
+
+
+class TestbedRuntime:
+    """Deploy a materialised plan (`partition.execute.Deployment`) on the testbed and run requests."""
+
+    def __init__(self, state: TestbedState | None = None) -> None:
+        self.state = state or TestbedState.load()
+        connect(self.state)
+        self.actors: dict[str, Any] = {}
+
+    def actor(self, target: str) -> Any:
+        """The actor of `node/pu`, started on the node's Ray node and moved into the PU's cgroup."""
+        import ray
+
+        if target not in self.actors:
+            node = target.split("/", 1)[0]
+            self.state.node(node)
+            a = ray.remote(PUWorker).options(num_cpus=0, resources={f"tb_{node}": 1}).remote(target)
+            pid = ray.get(a.pid.remote(), timeout=120)
+            procs.join_cpu_group(target, pid)
+            self.actors[target] = a
+        return self.actors[target]
+
+    def links(self, targets: Sequence[str]) -> dict[tuple[str, str], Any]:
+        out: dict[tuple[str, str], Any] = {}
+        for a in targets:
+            for b in targets:
+                if a != b:
+                    na, nb = a.split("/", 1)[0], b.split("/", 1)[0]
+                    out[(a, b)] = _Local() if na == nb else RttLink(self.state.node(na).rtt_ms * self.state.dilation)
+        return out
+
+    def deploy(self, graph: Graph, stages: Sequence[Stage], placement: Mapping[int, str], source_target: str,
+               model: ModelSource) -> dict[str, Any]:
+        """Send each actor its stages without weights; each rebuilds them from `model` and checks the hash."""
+        import copy
+
+        import ray
+
+        from dnninfer import zoo
+
+        full = zoo.build_model(model.name, seed=model.seed).state_dict()
+        targets = list(dict.fromkeys([source_target, *placement.values()]))
+        links = self.links(targets)
+        calls, shipped_bytes = [], 0
+        for target in targets:
+            skeletons, shipped, hashes = {}, {}, {}
+            for st in stages:
+                if placement[st.index] != target:
+                    continue
+                sd = st.module.state_dict()
+                hashes[st.index] = state_hash(st.module)
+                shipped[st.index] = {k: v for k, v in sd.items() if k not in full or not torch.equal(full[k], v)}
+                shipped_bytes += sum(v.numel() * v.element_size() for v in shipped[st.index].values())
+                skel = copy.copy(st)
+                object.__setattr__(skel, "module", copy.deepcopy(st.module).to("meta"))
+                skeletons[st.index] = skel
+            calls.append(self.actor(target).load.remote(model, skeletons, shipped, hashes, links))
+        versions = ray.get(calls, timeout=600)
+        self.graph, self.stages, self.placement = graph, list(stages), dict(placement)
+        self.source_target, self.model, self.link_map = source_target, model, links
+        import dnninfer
+
+        for v in versions:
+            if (v["torch"], v["dnninfer"]) != (torch.__version__, dnninfer.__version__):
+                raise UserError(f"testbed node {v['target']}: torch {v['torch']} / dnninfer {v['dnninfer']}, the "
+                                f"driver has {torch.__version__} / {dnninfer.__version__}")
+        return {"targets": targets, "weights_shipped_bytes": shipped_bytes}
+
+    def run(self, timeout_s: float = 600) -> TestbedRun:
+        """One request: input made on the source PU, stages chained by object refs, output
+        gathered back on the source PU; latency measured from the first call to the gathered output."""
+        import ray
+
+        graph, stages, place, source = self.graph, self.stages, self.placement, self.source_target
+        where = producers(graph, stages, place, source)
+        owner: dict[str, Any] = {name: "inputs" for name in graph.input_names}
+        for st in stages:
+            owner.update({o: st.index for o in st.outputs})
+        src = self.actor(source)
+        inputs = src.make_inputs.remote(self.model, list(graph.input_names))
+        ray.wait([inputs], timeout=timeout_s, fetch_local=False)
+        refs: dict[Any, Any] = {"inputs": inputs}
+        metas = {}
+        t0 = time.perf_counter()
+        for st in stages:
+            deps = list(dict.fromkeys(owner[n] for n in st.inputs))
+            refs[st.index], metas[st.index] = self.actor(place[st.index]).run.options(num_returns=2).remote(
+                st.index, list(st.inputs), [where[n] for n in st.inputs], *(refs[d] for d in deps))
+        out_names = [n.name for n in graph.output_node.all_input_nodes]
+        deps = list(dict.fromkeys(owner[n] for n in out_names))
+        final = src.collect.remote(out_names, [where[n] for n in out_names], *(refs[d] for d in deps))
+        values = ray.get(final, timeout=timeout_s)
+        wall = time.perf_counter() - t0
+        d = self.state.dilation
+        meta = ray.get(list(metas.values()), timeout=timeout_s)
+        return TestbedRun(output=assemble_output(graph, values), latency_s=wall / d,
+                          compute_s={m["label"]: m["compute_s"] / d for m in meta})
+
+    def shutdown(self) -> None:
+        import ray
+
+        for a in self.actors.values():
+            ray.kill(a)
+        self.actors.clear()
+        ray.shutdown()
