@@ -98,35 +98,32 @@ class PUWorker:
 
         return {"target": self.target, "torch": torch.__version__, "dnninfer": dnninfer.__version__}
 
-    def make_inputs(self, source: ModelSource, names: list[str]) -> dict[str, Any]:
-        """The request's input, made here on the source device (it never crosses a link)."""
+    def make_inputs(self, source: ModelSource) -> tuple[Any, ...]:
+        """The request's inputs, made here on the source device (they never cross a link)."""
         from dnninfer import zoo
 
-        return {"values": dict(zip(names, zoo.example_inputs(source.name, batch=source.batch, seed=source.seed),
-                                   strict=True))}
+        inputs = zoo.example_inputs(source.name, batch=source.batch, seed=source.seed)
+        return inputs if len(inputs) > 1 else inputs[0]
 
-    def run(self, label: int, names: list[str], sources: list[str], *envs: dict[str, Any]) -> tuple[Any, Any]:
-        env: dict[str, Any] = {}
-        for e in envs:
-            env.update(e["values"])
+    def run(self, label: int, names: list[str], sources: list[str], *values: Any) -> tuple[Any, ...]:
+        """One stage: its inputs come one object per value (a reader fetches only what it reads),
+        its outputs leave the same way, after a small timing record."""
+        env = dict(zip(names, values, strict=True))
         hops = incoming(names, env, dict(zip(names, sources, strict=True)), self.target, self.links)
         time.sleep(max((h.delay_s for h in hops), default=0.0))
         stage = self.stages[label]
         t0 = time.perf_counter()
         with torch.no_grad():
-            outs = stage(*(env[n] for n in names))
+            outs = stage(*values)
         compute = time.perf_counter() - t0
-        return {"values": dict(zip(stage.outputs, outs, strict=True))}, {"compute_s": compute, "label": label,
-                                                                           "hops": len(hops)}
+        return ({"compute_s": compute, "label": label, "hops": len(hops)}, *outs)
 
-    def collect(self, names: list[str], sources: list[str], *envs: dict[str, Any]) -> dict[str, Any]:
+    def collect(self, names: list[str], sources: list[str], *values: Any) -> dict[str, Any]:
         """The output's values, gathered on the source device (as the simulator assumes)."""
-        env: dict[str, Any] = {}
-        for e in envs:
-            env.update(e["values"])
+        env = dict(zip(names, values, strict=True))
         hops = incoming(names, env, dict(zip(names, sources, strict=True)), self.target, self.links)
         time.sleep(max((h.delay_s for h in hops), default=0.0))
-        return {n: env[n] for n in names}
+        return env
 
     # calibration probes
     def probe(self, repeats: int) -> float:
@@ -240,26 +237,26 @@ class TestbedRuntime:
 
         graph, stages, place, source = self.graph, self.stages, self.placement, self.source_target
         where = producers(graph, stages, place, source)
-        owner: dict[str, Any] = {name: "inputs" for name in graph.input_names}
-        for st in stages:
-            owner.update({o: st.index for o in st.outputs})
         src = self.actor(source)
-        inputs = src.make_inputs.remote(self.model, list(graph.input_names))
-        ray.wait([inputs], timeout=timeout_s, fetch_local=False)
-        refs: dict[Any, Any] = {"inputs": inputs}
-        metas = {}
+        n_in = len(graph.input_names)
+        made = src.make_inputs.options(num_returns=n_in).remote(self.model)
+        made = list(made) if n_in > 1 else [made]
+        ray.wait(made, num_returns=n_in, timeout=timeout_s, fetch_local=False)
+        refs: dict[str, Any] = dict(zip(graph.input_names, made, strict=True))
+        metas = []
         t0 = time.perf_counter()
         for st in stages:
-            deps = list(dict.fromkeys(owner[n] for n in st.inputs))
-            refs[st.index], metas[st.index] = self.actor(place[st.index]).run.options(num_returns=2).remote(
-                st.index, list(st.inputs), [where[n] for n in st.inputs], *(refs[d] for d in deps))
+            out = self.actor(place[st.index]).run.options(num_returns=1 + len(st.outputs)).remote(
+                st.index, list(st.inputs), [where[n] for n in st.inputs], *(refs[n] for n in st.inputs))
+            out = list(out) if st.outputs else [out]
+            metas.append(out[0])
+            refs.update(zip(st.outputs, out[1:], strict=True))
         out_names = [n.name for n in graph.output_node.all_input_nodes]
-        deps = list(dict.fromkeys(owner[n] for n in out_names))
-        final = src.collect.remote(out_names, [where[n] for n in out_names], *(refs[d] for d in deps))
+        final = src.collect.remote(out_names, [where[n] for n in out_names], *(refs[n] for n in out_names))
         values = ray.get(final, timeout=timeout_s)
         wall = time.perf_counter() - t0
         d = self.state.dilation
-        meta = ray.get(list(metas.values()), timeout=timeout_s)
+        meta = ray.get(metas, timeout=timeout_s)
         return TestbedRun(output=assemble_output(graph, values), latency_s=wall / d,
                           compute_s={m["label"]: m["compute_s"] / d for m in meta})
 
