@@ -216,7 +216,12 @@ def _wait_for(cond: Any, timeout_s: float, what: str) -> None:
 
 
 def connect(state: TestbedState) -> None:
-    """Join this process to the testbed's Ray cluster as a driver (on the host side: unshaped)."""
+    """Join this process to the testbed's Ray cluster as a driver (on the host side: unshaped).
+
+    Ray reads its auth mode when it is imported, so this must come before any `import ray`."""
+    if "ray" in sys.modules and os.environ.get("RAY_AUTH_MODE") != "token":
+        raise UserError("testbed: connect before importing ray (Ray reads RAY_AUTH_MODE=token at import); "
+                        "run the testbed driver in a fresh process")
     os.environ.update(ray_env(state))
     import ray
 

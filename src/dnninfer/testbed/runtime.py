@@ -75,28 +75,36 @@ class PUWorker:
     def pid(self) -> int:
         return os.getpid()
 
-    def load(self, source: ModelSource, skeletons: dict[int, Any], shipped: dict[int, dict[str, torch.Tensor]],
-             hashes: dict[int, str], links: Any) -> dict[str, Any]:
-        """Stages from their weightless skeletons, filled from the locally built model."""
+    def load(self, source: ModelSource, skeletons: dict[int, Any], hashes: dict[int, str], links: Any,
+             shipped: dict[int, dict[str, torch.Tensor]] | None = None) -> dict[str, Any]:
+        """Stages from their weightless skeletons, filled from the model built here from `source`.
+
+        Tensors the local model does not have (none for a zoo model's stages) are asked for by
+        name and come in `shipped` on a second call; a stage whose filled weights do not hash to
+        the driver's is refused, naming this node."""
         from dnninfer import zoo
 
         if self._model is None or self._model[0] != (source.name, source.seed):
             self._model = ((source.name, source.seed), zoo.build_model(source.name, seed=source.seed).state_dict())
-        full = self._model[1]
+        full, shipped = self._model[1], shipped or {}
+        missing = {label: [k for k in st.module.state_dict() if k not in full and k not in shipped.get(label, {})]
+                   for label, st in skeletons.items()}
+        if any(missing.values()):
+            return {"target": self.target, "missing": missing}
         stages = {}
         for label, stage in skeletons.items():
-            keys = list(stage.module.state_dict())
-            tensors = {k: shipped[label][k] if k in shipped[label] else full[k] for k in keys}
-            stage.module.load_state_dict(tensors, strict=True, assign=True)
+            have = shipped.get(label, {})
+            stage.module.load_state_dict({k: have[k] if k in have else full[k] for k in stage.module.state_dict()},
+                                         strict=True, assign=True)
             got = state_hash(stage.module)
             if got != hashes[label]:
-                raise UserError(f"node {self.target}: stage {label} weights hash {got}, the driver's is "
+                raise UserError(f"testbed node {self.target}: stage {label} weights hash {got}, the driver's is "
                                 f"{hashes[label]} (different model source, dnninfer or torch version)")
             stages[label] = stage
         self.stages, self.links = stages, links
         import dnninfer
 
-        return {"target": self.target, "torch": torch.__version__, "dnninfer": dnninfer.__version__}
+        return {"target": self.target, "missing": {}, "torch": torch.__version__, "dnninfer": dnninfer.__version__}
 
     def make_inputs(self, source: ModelSource) -> tuple[Any, ...]:
         """The request's inputs, made here on the source device (they never cross a link)."""
@@ -195,39 +203,46 @@ class TestbedRuntime:
 
     def deploy(self, graph: Graph, stages: Sequence[Stage], placement: Mapping[int, str], source_target: str,
                model: ModelSource) -> dict[str, Any]:
-        """Send each actor its stages without weights; each rebuilds them from `model` and checks the hash."""
+        """Send each actor its stages without weights and their hash; each rebuilds them from
+        `model`. Only tensors a node cannot rebuild (asked for by name) cross a link, counted."""
         import copy
 
         import ray
+        from ray.exceptions import RayTaskError
 
-        from dnninfer import zoo
+        import dnninfer
 
-        full = zoo.build_model(model.name, seed=model.seed).state_dict()
         targets = list(dict.fromkeys([source_target, *placement.values()]))
         links = self.links(targets)
-        calls, shipped_bytes = [], 0
+        jobs = {}
         for target in targets:
-            skeletons, shipped, hashes = {}, {}, {}
-            for st in stages:
-                if placement[st.index] != target:
-                    continue
-                sd = st.module.state_dict()
-                hashes[st.index] = state_hash(st.module)
-                shipped[st.index] = {k: v for k, v in sd.items() if k not in full or not torch.equal(full[k], v)}
-                shipped_bytes += sum(v.numel() * v.element_size() for v in shipped[st.index].values())
+            mine = [st for st in stages if placement[st.index] == target]
+            skeletons = {}
+            for st in mine:
                 skel = copy.copy(st)
                 object.__setattr__(skel, "module", copy.deepcopy(st.module).to("meta"))
                 skeletons[st.index] = skel
-            calls.append(self.actor(target).load.remote(model, skeletons, shipped, hashes, links))
-        versions = ray.get(calls, timeout=600)
-        self.graph, self.stages, self.placement = graph, list(stages), dict(placement)
-        self.source_target, self.model, self.link_map = source_target, model, links
-        import dnninfer
-
-        for v in versions:
+            jobs[target] = (skeletons, {st.index: state_hash(st.module) for st in mine},
+                            {st.index: st.module.state_dict() for st in mine})
+        shipped_bytes = 0
+        try:
+            answers = ray.get([self.actor(t).load.remote(model, jobs[t][0], jobs[t][1], links) for t in targets],
+                              timeout=600)
+            again = [(t, a["missing"]) for t, a in zip(targets, answers, strict=True) if a["missing"]]
+            for t, missing in again:
+                shipped = {label: {k: jobs[t][2][label][k] for k in keys} for label, keys in missing.items()}
+                shipped_bytes += sum(v.numel() * v.element_size() for d in shipped.values() for v in d.values())
+                answers[targets.index(t)] = ray.get(self.actor(t).load.remote(model, jobs[t][0], jobs[t][1], links,
+                                                                              shipped), timeout=600)
+        except RayTaskError as e:
+            cause = e.cause if getattr(e, "cause", None) is not None else e
+            raise UserError(str(cause).strip().splitlines()[-1]) from None
+        for v in answers:
             if (v["torch"], v["dnninfer"]) != (torch.__version__, dnninfer.__version__):
                 raise UserError(f"testbed node {v['target']}: torch {v['torch']} / dnninfer {v['dnninfer']}, the "
                                 f"driver has {torch.__version__} / {dnninfer.__version__}")
+        self.graph, self.stages, self.placement = graph, list(stages), dict(placement)
+        self.source_target, self.model, self.link_map = source_target, model, links
         return {"targets": targets, "weights_shipped_bytes": shipped_bytes}
 
     def run(self, timeout_s: float = 600) -> TestbedRun:
