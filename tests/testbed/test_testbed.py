@@ -128,12 +128,13 @@ def test_three_node_plan_runs_on_the_testbed_and_equals_the_whole_model(clean):
         assert 0.5 < link["measured_mbps"] / link["configured_mbps"] < 2.0, cal["links"]
     for pu in cal["pus"].values():
         assert 0.5 < pu["measured"] / pu["configured"] < 2.0, cal["pus"]
-    run = json.loads(cli("testbed", "run", "resnet18", "--strategy", "uniform", "--requests", "2",
+    out = json.loads(cli("testbed", "run", "resnet18", "--strategy", "uniform", "--requests", "2",
                          "--host-estimate", "flops", "--json").stdout)
+    (run,) = out["rows"]
     assert len({t.split("/")[0] for t in run["targets"]}) == 3 and run["stages"] >= 3
     assert run["max_abs_error"] <= 1e-5
     assert run["weights_shipped_bytes"] == 0  # every node rebuilt its stage from the zoo
-    assert run["measured_latency_s"] > 0 and "kernel" in run["note"]
+    assert run["measured_latency_s"] > 0 and run["measured_energy_j"] > 0 and "kernel" in out["note"]
 
 
 @needs_host

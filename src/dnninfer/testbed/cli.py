@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from typing import Any
 
 from dnninfer import argtypes as at
 from dnninfer.cliutil import emit
-from dnninfer.errors import UserError
 
 
 def _dilation(text: str) -> float | None:
@@ -40,10 +38,12 @@ def add_commands(sub: Any) -> None:
     d = tsub.add_parser("down", help="stop and remove everything the testbed made (idempotent)")
     d.add_argument("--json", action="store_true")
     d.set_defaults(func=cmd_down)
-    r = tsub.add_parser("run", help="plan MODEL on the testbed's cluster and execute it there")
-    r.add_argument("model", help="zoo model name (nodes rebuild it from name and seed)")
-    r.add_argument("--strategy", default="hidp")
+    r = tsub.add_parser("run", help="plan MODEL(s) on the testbed's cluster with each strategy and execute there")
+    r.add_argument("models", nargs="+", help="zoo model names (nodes rebuild them from name and seed)")
+    r.add_argument("--strategy", default="hidp", help="a strategy, a comma list, or all")
     r.add_argument("--objective", choices=["latency", "energy", "throughput"], default="latency")
+    r.add_argument("--bandwidth-mbps", type=at.positive_float, nargs="*", default=None,
+                   help="link bandwidths to run (undilated Mbit/s; default the cluster's)")
     r.add_argument("--requests", type=at.bounded_int(1, 1000), default=5)
     r.add_argument("--seed", type=at.seed, default=0)
     r.add_argument("--host-estimate", choices=["measure", "flops"], default="measure")
@@ -97,43 +97,16 @@ def cmd_down(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    import torch
-
-    from dnninfer import zoo
-    from dnninfer.cost import load_cluster
-    from dnninfer.graph import capture, max_abs_diff
-    from dnninfer.partition.costmodel import CostModel
-    from dnninfer.partition.execute import materialize
     from dnninfer.partition.strategies import STRATEGIES
-    from dnninfer.partition.strategies import plan as make_plan
     from dnninfer.testbed.core import NOTE, TestbedState
-    from dnninfer.testbed.runtime import ModelSource, TestbedRuntime
+    from dnninfer.testbed.experiment import run_cases
 
     state = TestbedState.load()
-    if args.strategy not in STRATEGIES:
-        raise UserError(f"--strategy: expected one of {', '.join(STRATEGIES)}, got {args.strategy!r}")
-    zoo.get(args.model)
-    model = zoo.build_model(args.model, seed=args.seed)
-    inputs = zoo.example_inputs(args.model, seed=args.seed)
-    graph = capture(model, inputs, name=args.model)
-    with torch.no_grad():
-        ref = model(*inputs)
-    cm = CostModel.build(graph, load_cluster(state.cluster), host=args.host_estimate)
-    plan = make_plan(cm, args.strategy, args.objective)
-    dep = materialize(plan, cm)
-    rt = TestbedRuntime(state)
-    try:
-        info = rt.deploy(dep.graph, dep.stages, dep.placement, dep.source, ModelSource(args.model, args.seed))
-        runs = [rt.run() for _ in range(args.requests)]
-    finally:
-        rt.shutdown()
-    err = max(max_abs_diff(r.output, ref) for r in runs)
-    measured = statistics.median(r.latency_s for r in runs)
-    obj = {"model": args.model, "cluster": state.cluster, "strategy": args.strategy, "targets": info["targets"],
-           "stages": len(dep.stages), "predicted_latency_s": plan.latency_s, "measured_latency_s": measured,
-           "latencies_s": [r.latency_s for r in runs], "pred_error": abs(measured - plan.latency_s) / measured,
-           "max_abs_error": err, "weights_shipped_bytes": info["weights_shipped_bytes"],
-           "dilation": state.dilation, "note": NOTE}
-    emit(args, obj, f"{args.model} on testbed {state.cluster} ({args.strategy}); {NOTE}",
-         [{k: obj[k] for k in ("strategy", "stages", "predicted_latency_s", "measured_latency_s", "pred_error",
-                               "max_abs_error", "weights_shipped_bytes")}])
+    strategies = list(STRATEGIES) if args.strategy == "all" else args.strategy.split(",")
+    rows = run_cases(args.models, strategies, bandwidths=args.bandwidth_mbps or (None,), requests=args.requests,
+                     objective=args.objective, host=args.host_estimate, seed=args.seed, log=_log)
+    obj = {"cluster": state.cluster, "dilation": state.dilation, "note": NOTE, "rows": rows,
+           "calibration": state.calibration}
+    emit(args, obj, f"testbed {state.cluster} (dilation {state.dilation:g}); {NOTE}",
+         [{k: r[k] for k in ("model", "bandwidth_mbps", "strategy", "stages", "predicted_latency_s",
+                             "measured_latency_s", "pred_error", "max_abs_error")} for r in rows])

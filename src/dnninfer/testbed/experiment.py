@@ -1,0 +1,97 @@
+"""Plan every strategy for one cost model and execute each plan on the testbed, predicted beside
+measured. Runs in the driver process (`dnninfer testbed run`), which must not have imported Ray."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from dnninfer.errors import UserError
+
+__all__ = ["measured_energy_j", "run_cases"]
+
+
+def measured_energy_j(cm: Any, placement: dict[int, str], compute_s: dict[int, float], latency_s: float,
+                      link_j: float) -> float:
+    """Energy from measured busy time x cited power: each stage's compute seconds times its PU's
+    active power, plus board idle power over the measured latency for every node used, plus the
+    plan's link energy (bytes x the link's nJ/bit; bytes are the plan's, not counted on the wire)."""
+    busy = 0.0
+    nodes = set()
+    for label, seconds in compute_s.items():
+        node, pu = placement[label].split("/", 1)
+        nodes.add(node)
+        busy += seconds * cm.cluster.device(node).pu(pu).p_active_w
+    idle = sum(cm.cluster.device(n).p_board_idle_w for n in nodes) * latency_s
+    return busy + idle + link_j
+
+
+def run_cases(models: Sequence[str], strategies: Sequence[str], *, bandwidths: Sequence[float | None] = (None,),
+              requests: int = 3, objective: str = "latency", host: str = "measure", seed: int = 0,
+              log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """One row per (model, bandwidth, strategy): predicted and measured latency and energy, the
+    output's max error against the whole model, and where the plan ran."""
+    from dnninfer import zoo
+    from dnninfer.cost import load_cluster
+    from dnninfer.graph import capture, max_abs_diff
+    from dnninfer.partition.costmodel import CostModel
+    from dnninfer.partition.execute import materialize
+    from dnninfer.partition.replan import with_bandwidth
+    from dnninfer.partition.strategies import STRATEGIES
+    from dnninfer.partition.strategies import plan as make_plan
+    from dnninfer.testbed import net
+    from dnninfer.testbed.core import TestbedState
+    from dnninfer.testbed.runtime import ModelSource, TestbedRuntime
+
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if unknown:
+        raise UserError(f"--strategy: expected names from {', '.join(STRATEGIES)}, got {unknown[0]!r}")
+    state = TestbedState.load()
+    base = load_cluster(state.cluster)
+    rt = TestbedRuntime(state)
+    rows: list[dict[str, Any]] = []
+    say = log or (lambda msg: None)
+    try:
+        for name in models:
+            zoo.get(name)
+            model = zoo.build_model(name, seed=seed)
+            inputs = zoo.example_inputs(name, seed=seed)
+            graph = capture(model, inputs, name=name)
+            with torch.no_grad():
+                ref = model(*inputs)
+            for bw in bandwidths:
+                cluster = base if bw is None else with_bandwidth(base, bw)
+                rate = cluster.default_link.bandwidth_mbps if cluster.default_link else state.nodes[0].rate_mbps
+                for n in state.nodes:  # the kernel's rate follows the case's bandwidth
+                    net.set_rate(net.NodeNet(n.index, n.name, 0), rate / state.dilation)
+                cm = CostModel.build(graph, cluster, host=host)
+                for strategy in strategies:
+                    p = make_plan(cm, strategy, objective)
+                    dep = materialize(p, cm)
+                    info = rt.deploy(dep.graph, dep.stages, dep.placement, dep.source, ModelSource(name, seed))
+                    rt.run()  # warm-up: first calls start threads and fill caches
+                    runs = [rt.run() for _ in range(requests)]
+                    lat = statistics.median(r.latency_s for r in runs)
+                    mid = sorted(runs, key=lambda r: r.latency_s)[len(runs) // 2]
+                    e_meas = measured_energy_j(cm, dep.placement, mid.compute_s, mid.latency_s,
+                                               p.energy.get("link_j", 0.0))
+                    err = max(max_abs_diff(r.output, ref) for r in runs)
+                    rows.append({
+                        "model": name, "cluster": state.cluster, "bandwidth_mbps": rate, "strategy": strategy,
+                        "objective": objective, "targets": info["targets"], "stages": len(dep.stages),
+                        "predicted_latency_s": p.latency_s, "measured_latency_s": lat,
+                        "latencies_s": [r.latency_s for r in runs],
+                        "pred_error": abs(lat - p.latency_s) / lat,
+                        "predicted_energy_j": p.energy_j, "measured_energy_j": e_meas,
+                        "max_abs_error": err, "weights_shipped_bytes": info["weights_shipped_bytes"],
+                    })
+                    say(f"{name} {rate:g} Mbit/s {strategy}: predicted {p.latency_s * 1e3:.1f} ms, "
+                        f"measured {lat * 1e3:.1f} ms")
+    finally:
+        rt.shutdown()
+        for n in state.nodes:
+            net.set_rate(net.NodeNet(n.index, n.name, 0), n.rate_mbps / state.dilation)
+    return rows
