@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import quick_bench
 from dnninfer.errors import UserError
 from dnninfer.testbed import core, net, procs
 
@@ -145,6 +146,7 @@ def test_a_node_with_other_weights_is_refused(clean):
     script = """
 from dnninfer import zoo
 from dnninfer.cost import load_cluster
+from conftest import quick_bench
 from dnninfer.errors import UserError
 from dnninfer.graph import capture
 from dnninfer.partition.costmodel import CostModel
@@ -166,3 +168,25 @@ rt.shutdown()
 """
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert "REFUSED" in r.stdout and "weights hash" in r.stdout, (r.stdout, r.stderr[-2000:])
+
+
+@needs_host
+def test_bench_smoke_json_contract(clean):
+    from test_contracts import check_contract
+
+    check_contract("testbed")
+    _, out = quick_bench("testbed")
+    ours = json.loads(out)["ours"]
+    for key in ("measured_latency_reduction_vs_best_baseline", "measured_latency_reduction_mean_over_baselines",
+                "measured_energy_reduction_vs_best_baseline", "measured_energy_reduction_mean_over_baselines",
+                "pred_error_median", "pred_error_p90", "rank_tau", "hidp_measured_never_worse", "link_rate_error",
+                "pu_speed_error", "dilation", "max_abs_error"):
+        assert key in ours, key
+    assert ours["max_abs_error"] <= 1e-5 and ours["weights_shipped_bytes"] == 0
+
+
+def test_kendall_tau_reads_orderings():
+    from dnninfer.testbed.bench import kendall_tau
+
+    assert kendall_tau([1, 2, 3], [10, 20, 30]) == 1.0
+    assert kendall_tau([1, 2, 3], [30, 20, 10]) == -1.0

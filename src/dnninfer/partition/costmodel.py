@@ -50,11 +50,15 @@ class CostModel:
     """Predicted seconds and bytes for one graph on one cluster, with inputs arriving at `source`."""
 
     def __init__(self, graph: Graph, cluster: Cluster, host_s: Mapping[str, float], *,
-                 source: str | None = None, sync_s: float = SYNC_S) -> None:
+                 source: str | None = None, sync_s: float = SYNC_S, call_s: float = 0.0,
+                 hop_s: float = 0.0) -> None:
         missing = [n.name for n in graph.compute_nodes() if n.name not in host_s]
         if missing:
             raise ValueError(f"host_s: {len(missing)} compute nodes have no time, e.g. {missing[:3]}")
         self.graph, self.cluster, self.host_s, self.sync_s = graph, cluster, dict(host_s), sync_s
+        # runtime costs a real deployment adds, fitted on a testbed's calibration probes (0: none):
+        # per stage dispatched (an actor call) and per message between nodes (object location + pull)
+        self.call_s, self.hop_s = call_s, hop_s
         self.source = source or cluster.node_names[0]
         if self.source not in cluster.node_names:
             raise UserError(f"source node {self.source!r}: expected one of {', '.join(cluster.node_names)}")
@@ -65,7 +69,7 @@ class CostModel:
 
     @classmethod
     def build(cls, graph: Graph, cluster: Cluster, *, host: HostEstimate = "measure", source: str | None = None,
-              repeats: int = 10, sync_s: float = SYNC_S) -> CostModel:
+              repeats: int = 10, sync_s: float = SYNC_S, call_s: float = 0.0, hop_s: float = 0.0) -> CostModel:
         """Cost model with measured (cached) one-thread host times, or the FLOPs estimate."""
         if host == "flops":
             host_s = flops_estimate(graph)
@@ -75,7 +79,7 @@ class CostModel:
             host_s = dict(profile(graph, threads=1, repeats=repeats, warmup=2).node_s)
         else:
             raise UserError(f"host estimate {host!r}: expected 'measure' or 'flops'")
-        return cls(graph, cluster, host_s, source=source, sync_s=sync_s)
+        return cls(graph, cluster, host_s, source=source, sync_s=sync_s, call_s=call_s, hop_s=hop_s)
 
     def memo(self, key: Any, compute: Callable[[], Any]) -> Any:
         """Compute once per cost model (plans of baselines that HiDP also seeds its search with)."""
@@ -85,7 +89,8 @@ class CostModel:
 
     def with_cluster(self, cluster: Cluster, source: str | None = None) -> CostModel:
         """Same graph and host times on another cluster (a bandwidth sweep, a node lost)."""
-        return CostModel(self.graph, cluster, self.host_s, source=source or self.source, sync_s=self.sync_s)
+        return CostModel(self.graph, cluster, self.host_s, source=source or self.source, sync_s=self.sync_s,
+                         call_s=self.call_s, hop_s=self.hop_s)
 
     # -- compute ---------------------------------------------------------------------------------
     @property

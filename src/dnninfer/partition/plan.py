@@ -242,7 +242,7 @@ def evaluate(cm: CostModel, parts: Sequence[Part], *, strategy: str, objective: 
         radio_free[a] = start + ser
         radio_busy[a] += ser
         transfers.append((a, b, nbytes))
-        return start + cm.transfer_s(a, b, nbytes)
+        return start + cm.transfer_s(a, b, nbytes) + cm.hop_s
 
     # One message per (producer, destination node): the PUs of a node share what it receives.
     batch: dict[tuple[int, str], float] = defaultdict(float)
@@ -264,7 +264,7 @@ def evaluate(cm: CostModel, parts: Sequence[Part], *, strategy: str, objective: 
             ready = max(ready, arrive)
         key = (st.target.node, st.target.pu)
         st.start_s = max(ready, pu_free[key])
-        st.finish_s = st.start_s + st.compute_s
+        st.finish_s = st.start_s + st.compute_s + cm.call_s
         pu_free[key] = st.finish_s
         pu_busy[key] += st.compute_s
         p = parts[st.part]
@@ -280,6 +280,7 @@ def evaluate(cm: CostModel, parts: Sequence[Part], *, strategy: str, objective: 
         a = src_node if src == SOURCE else stages[src].target.node
         t0 = 0.0 if src == SOURCE else stages[src].finish_s
         latency = max(latency, send(a, src_node, t0, nbytes))
+    latency += cm.call_s  # the output is gathered on the source by one more call
 
     busiest = max(pu_busy.items(), key=lambda kv: kv[1])
     radio = max(radio_busy.items(), key=lambda kv: kv[1], default=("", 0.0))

@@ -24,7 +24,7 @@ BASELINES = ("all-local", "all-offload", "neurosurgeon", "dads", "uniform", "coe
 FULL = {"cluster": "edge3", "models": ("mobilenet_v2", "resnet18", "googlenet", "vgg16", "resnet50"),
         "bandwidths": (5.0, 20.0, 50.0), "strategies": ALL, "requests": 5}
 QUICK = {"cluster": "edge3", "models": ("mobilenet_v2", "resnet18"), "bandwidths": (50.0,), "strategies": ALL,
-         "requests": 3}
+         "requests": 5}
 #: --smoke: one tiny model, HiDP and two rivals, no calibration (about 40 s: most of it is `up`)
 SMOKE = {"cluster": "local3", "models": ("digits_cnn",), "bandwidths": (None,),
          "strategies": ("all-local", "uniform", "hidp"), "requests": 1, "calibrate": False}

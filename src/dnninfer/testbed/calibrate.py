@@ -10,6 +10,8 @@ from typing import Any
 from dnninfer.testbed.core import TestbedState
 
 PROBE_REPEATS = 3
+CHAIN_SHORT, CHAIN_LONG = 2, 12
+HOP_BYTES = 4096  # over the inline limit: goes through the object store, as activations do
 BLOB_SMALL, BLOB_LARGE = 64 << 10, 1 << 20
 
 
@@ -52,6 +54,42 @@ def calibrate(state: TestbedState) -> dict[str, Any]:
             rate = (BLOB_LARGE - BLOB_SMALL) * 8 / max(1e-9, times[BLOB_LARGE] - times[BLOB_SMALL]) / 1e6 * d
             links[f"{n.name}->{dst.name}"] = {"configured_mbps": n.rate_mbps, "measured_mbps": round(rate, 2),
                                               "error": round(abs(rate - n.rate_mbps) / n.rate_mbps, 4)}
-    return {"host_probe_s": host, "pus": pus, "links": links,
+    call_s, hop_s = _call_costs(rt, state)
+    return {"host_probe_s": host, "pus": pus, "links": links, "call_s": call_s, "hop_s": hop_s,
             "pu_speed_error": max((p["error"] for p in pus.values()), default=None),
             "link_rate_error": max((x["error"] for x in links.values()), default=None)}
+
+
+def _chain_s(actors: list[Any], length: int, nbytes: int) -> float:
+    """Median seconds of a chain of `length` echo calls, passing an object around `actors`."""
+    import ray
+
+    samples = []
+    for _ in range(3):
+        x = actors[0].blob.remote(nbytes)
+        ray.wait([x], fetch_local=False)
+        t0 = time.perf_counter()
+        for i in range(length):
+            x = actors[(i + 1) % len(actors)].echo.remote(x)
+        ray.get(actors[0].fetch.remote(x))
+        samples.append(time.perf_counter() - t0)
+    return statistics.median(samples)
+
+
+def _call_costs(rt: Any, state: TestbedState) -> tuple[float, float]:
+    """What the runtime adds that the simulator does not see, undilated: seconds per stage call (a
+    chain of calls on one PU: slope over chain length) and per message between nodes (a chain that
+    alternates nodes, less one call and the bytes' time on the link)."""
+    d = state.dilation
+    first = state.nodes[0]
+    a = rt.actor(f"{first.name}/{next(iter(first.pus))}")
+    slope = (_chain_s([a], CHAIN_LONG, HOP_BYTES) - _chain_s([a], CHAIN_SHORT, HOP_BYTES)) / (CHAIN_LONG - CHAIN_SHORT)
+    call_s = max(0.0, slope / d)
+    if len(state.nodes) < 2:
+        return call_s, 0.0
+    second = state.nodes[1]
+    b = rt.actor(f"{second.name}/{next(iter(second.pus))}")
+    slope = (_chain_s([a, b], CHAIN_LONG, HOP_BYTES) - _chain_s([a, b], CHAIN_SHORT, HOP_BYTES)) / (
+        CHAIN_LONG - CHAIN_SHORT)
+    wire = HOP_BYTES * 8 / (first.rate_mbps * 1e6)  # undilated
+    return call_s, max(0.0, slope / d - call_s - wire)

@@ -67,12 +67,15 @@ def run_cases(models: Sequence[str], strategies: Sequence[str], *, bandwidths: S
                 rate = cluster.default_link.bandwidth_mbps if cluster.default_link else state.nodes[0].rate_mbps
                 for n in state.nodes:  # the kernel's rate follows the case's bandwidth
                     net.set_rate(net.NodeNet(n.index, n.name, 0), rate / state.dilation)
-                cm = CostModel.build(graph, cluster, host=host)
+                # the runtime's own costs, fitted on the calibration probes at `up` (0 without them)
+                cm = CostModel.build(graph, cluster, host=host, call_s=state.calibration.get("call_s", 0.0),
+                                     hop_s=state.calibration.get("hop_s", 0.0))
                 for strategy in strategies:
                     p = make_plan(cm, strategy, objective)
                     dep = materialize(p, cm)
                     info = rt.deploy(dep.graph, dep.stages, dep.placement, dep.source, ModelSource(name, seed))
-                    rt.run()  # warm-up: first calls start threads and fill caches
+                    for _ in range(2):  # warm-up: first calls start threads and fill caches
+                        rt.run()
                     runs = [rt.run() for _ in range(requests)]
                     lat = statistics.median(r.latency_s for r in runs)
                     mid = sorted(runs, key=lambda r: r.latency_s)[len(runs) // 2]

@@ -143,6 +143,9 @@ class PUWorker:
 
         return np.ones(nbytes, dtype=np.uint8)
 
+    def echo(self, value: Any) -> Any:
+        return value
+
     def fetch(self, blob: Any) -> int:
         return len(blob)
 
