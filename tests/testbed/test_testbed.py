@@ -96,6 +96,8 @@ def test_status_without_a_testbed_is_a_one_line_error():
 
 @needs_host
 def test_up_and_down_twice_leave_nothing_behind(clean):
+    ray_default = Path("/tmp/ray/ray_current_cluster")  # where a plain `ray.init()` looks for a cluster
+    before = ray_default.stat().st_mtime_ns if ray_default.exists() else None
     for _ in range(2):
         cli("testbed", "up", "local3", "--no-calibrate", "--json")
         left = core.leftovers()
@@ -107,6 +109,8 @@ def test_up_and_down_twice_leave_nothing_behind(clean):
         for pid in pids:  # stopped by PID, every one
             assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
         cli("testbed", "down")  # idempotent
+    # the testbed's head never becomes the machine's default cluster: other Ray users are not hijacked
+    assert (ray_default.stat().st_mtime_ns if ray_default.exists() else None) == before
 
 
 @needs_host
@@ -146,7 +150,6 @@ def test_a_node_with_other_weights_is_refused(clean):
     script = """
 from dnninfer import zoo
 from dnninfer.cost import load_cluster
-from conftest import quick_bench
 from dnninfer.errors import UserError
 from dnninfer.graph import capture
 from dnninfer.partition.costmodel import CostModel
