@@ -125,8 +125,42 @@ def test_leftovers_sees_a_stray_namespace(clean):
 
 
 @needs_host
-def test_three_node_plan_runs_on_the_testbed_and_equals_the_whole_model(clean):
-    up = json.loads(cli("testbed", "up", "local3", "--json").stdout)
+def test_bench_smoke_json_contract(clean):
+    from test_contracts import check_contract
+
+    check_contract("testbed")
+    _, out = quick_bench("testbed")
+    ours = json.loads(out)["ours"]
+    for key in ("measured_latency_reduction_vs_best_baseline", "measured_latency_reduction_mean_over_baselines",
+                "measured_energy_reduction_vs_best_baseline", "measured_energy_reduction_mean_over_baselines",
+                "pred_error_median", "pred_error_p90", "rank_tau", "hidp_measured_never_worse", "link_rate_error",
+                "pu_speed_error", "dilation", "max_abs_error"):
+        assert key in ours, key
+    assert ours["max_abs_error"] <= 1e-5 and ours["weights_shipped_bytes"] == 0
+
+
+def test_kendall_tau_reads_orderings():
+    from dnninfer.testbed.bench import kendall_tau
+
+    assert kendall_tau([1, 2, 3], [10, 20, 30]) == 1.0
+    assert kendall_tau([1, 2, 3], [30, 20, 10]) == -1.0
+
+
+# -- on one calibrated local3 testbed (last in the file: the tests above need the machine clean) ----
+
+@pytest.fixture(scope="module")
+def local3():
+    assert not any(core.leftovers().values()), f"a testbed is already up: {core.leftovers()}"
+    try:
+        yield json.loads(cli("testbed", "up", "local3", "--json").stdout)
+    finally:
+        cli("testbed", "down", check=False)
+        assert not any(core.leftovers().values()), core.leftovers()
+
+
+@needs_host
+def test_three_node_plan_runs_on_the_testbed_and_equals_the_whole_model(local3):
+    up = local3
     cal = up["calibration"]
     assert up["dilation"] >= 1.8  # three one-core nodes into 1.6 cores
     for link in cal["links"].values():  # gross misconfiguration only: the kernel enforces the rate
@@ -143,10 +177,9 @@ def test_three_node_plan_runs_on_the_testbed_and_equals_the_whole_model(clean):
 
 
 @needs_host
-def test_a_node_with_other_weights_is_refused(clean):
+def test_a_node_with_other_weights_is_refused(local3):
     """Negative control for weights never crossing links: a node that rebuilds a different model
     (here: another seed) fails the hash check, naming the node."""
-    cli("testbed", "up", "local3", "--no-calibrate")
     script = """
 from dnninfer import zoo
 from dnninfer.cost import load_cluster
@@ -171,25 +204,3 @@ rt.shutdown()
 """
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert "REFUSED" in r.stdout and "weights hash" in r.stdout, (r.stdout, r.stderr[-2000:])
-
-
-@needs_host
-def test_bench_smoke_json_contract(clean):
-    from test_contracts import check_contract
-
-    check_contract("testbed")
-    _, out = quick_bench("testbed")
-    ours = json.loads(out)["ours"]
-    for key in ("measured_latency_reduction_vs_best_baseline", "measured_latency_reduction_mean_over_baselines",
-                "measured_energy_reduction_vs_best_baseline", "measured_energy_reduction_mean_over_baselines",
-                "pred_error_median", "pred_error_p90", "rank_tau", "hidp_measured_never_worse", "link_rate_error",
-                "pu_speed_error", "dilation", "max_abs_error"):
-        assert key in ours, key
-    assert ours["max_abs_error"] <= 1e-5 and ours["weights_shipped_bytes"] == 0
-
-
-def test_kendall_tau_reads_orderings():
-    from dnninfer.testbed.bench import kendall_tau
-
-    assert kendall_tau([1, 2, 3], [10, 20, 30]) == 1.0
-    assert kendall_tau([1, 2, 3], [30, 20, 10]) == -1.0
