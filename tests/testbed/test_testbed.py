@@ -133,6 +133,7 @@ def test_bench_smoke_json_contract(clean):
     ours = json.loads(out)["ours"]
     for key in ("measured_latency_reduction_vs_best_baseline", "measured_latency_reduction_mean_over_baselines",
                 "measured_energy_reduction_vs_best_baseline", "measured_energy_reduction_mean_over_baselines",
+                "measured_throughput_gain_vs_best_baseline", "measured_throughput_gain_mean_over_baselines",
                 "pred_error_median", "pred_error_p90", "rank_tau", "hidp_measured_never_worse", "link_rate_error",
                 "pu_speed_error", "dilation", "max_abs_error"):
         assert key in ours, key

@@ -45,6 +45,8 @@ def add_commands(sub: Any) -> None:
     r.add_argument("--bandwidth-mbps", type=at.positive_float, nargs="*", default=None,
                    help="link bandwidths to run (undilated Mbit/s; default the cluster's)")
     r.add_argument("--requests", type=at.bounded_int(1, 1000), default=5)
+    r.add_argument("--stream", type=at.bounded_int(0, 1000), default=0,
+                   help="also measure throughput over a stream of this many pipelined requests")
     r.add_argument("--seed", type=at.seed, default=0)
     r.add_argument("--host-estimate", choices=["measure", "flops"], default="measure")
     r.add_argument("--json", action="store_true")
@@ -104,6 +106,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     state = TestbedState.load()
     strategies = list(STRATEGIES) if args.strategy == "all" else args.strategy.split(",")
     rows = run_cases(args.models, strategies, bandwidths=args.bandwidth_mbps or (None,), requests=args.requests,
+                     stream=args.stream,
                      objective=args.objective, host=args.host_estimate, seed=args.seed, log=_log)
     obj = {"cluster": state.cluster, "dilation": state.dilation, "note": NOTE, "rows": rows,
            "calibration": state.calibration}

@@ -30,7 +30,7 @@ def measured_energy_j(cm: Any, placement: dict[int, str], compute_s: dict[int, f
 
 
 def run_cases(models: Sequence[str], strategies: Sequence[str], *, bandwidths: Sequence[float | None] = (None,),
-              requests: int = 3, objective: str = "latency", host: str = "measure", seed: int = 0,
+              requests: int = 3, stream: int = 0, objective: str = "latency", host: str = "measure", seed: int = 0,
               log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     """One row per (model, bandwidth, strategy): predicted and measured latency and energy, the
     output's max error against the whole model, and where the plan ran."""
@@ -82,6 +82,7 @@ def run_cases(models: Sequence[str], strategies: Sequence[str], *, bandwidths: S
                     e_meas = measured_energy_j(cm, dep.placement, mid.compute_s, mid.latency_s,
                                                p.energy.get("link_j", 0.0))
                     err = max(max_abs_diff(r.output, ref) for r in runs)
+                    ips = rt.stream(stream) if stream else None
                     rows.append({
                         "model": name, "cluster": state.cluster, "bandwidth_mbps": rate, "strategy": strategy,
                         "objective": objective, "targets": info["targets"], "stages": len(dep.stages),
@@ -89,6 +90,7 @@ def run_cases(models: Sequence[str], strategies: Sequence[str], *, bandwidths: S
                         "latencies_s": [r.latency_s for r in runs],
                         "pred_error": abs(lat - p.latency_s) / lat,
                         "predicted_energy_j": p.energy_j, "measured_energy_j": e_meas,
+                        "predicted_throughput_ips": p.throughput_ips, "measured_throughput_ips": ips,
                         "max_abs_error": err, "weights_shipped_bytes": info["weights_shipped_bytes"],
                     })
                     say(f"{name} {rate:g} Mbit/s {strategy}: predicted {p.latency_s * 1e3:.1f} ms, "
