@@ -32,12 +32,11 @@ def add_commands(sub: Any) -> None:
     u.add_argument("--no-calibrate", action="store_true", help="skip the PU and link calibration")
     u.add_argument("--json", action="store_true")
     u.set_defaults(func=cmd_up)
-    s = tsub.add_parser("status", help="configured vs calibrated PU speeds and link rates")
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_status)
-    d = tsub.add_parser("down", help="stop and remove everything the testbed made (idempotent)")
-    d.add_argument("--json", action="store_true")
-    d.set_defaults(func=cmd_down)
+    for name, text, func in (("status", "configured vs calibrated PU speeds and link rates", cmd_status),
+                             ("down", "stop and remove everything the testbed made (idempotent)", cmd_down)):
+        q = tsub.add_parser(name, help=text)
+        q.add_argument("--json", action="store_true")
+        q.set_defaults(func=func)
     r = tsub.add_parser("run", help="plan MODEL(s) on the testbed's cluster with each strategy and execute there")
     r.add_argument("models", nargs="+", help="zoo model names (nodes rebuild them from name and seed)")
     r.add_argument("--strategy", default="hidp", help="a strategy, a comma list, or all")
