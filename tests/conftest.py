@@ -57,6 +57,17 @@ def pytest_xdist_make_scheduler(config, log):
     return Scheduling(config, log)
 
 
+#: the longest files, handed out first so they do not become the run's tail on one worker
+LONG_FIRST = ("tests/testbed/", *RAY_FILES)
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        return next((i for i, prefix in enumerate(LONG_FIRST) if item.nodeid.startswith(prefix)), len(LONG_FIRST))
+
+    items.sort(key=rank)  # stable: the order within a rank is kept
+
+
 def pytest_configure(config):
     """The controller (or a plain run) makes one folder the workers share for runs worth doing once."""
     if not os.environ.get("PYTEST_XDIST_WORKER"):

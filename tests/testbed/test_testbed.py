@@ -205,3 +205,14 @@ rt.shutdown()
 """
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert "REFUSED" in r.stdout and "weights hash" in r.stdout, (r.stdout, r.stderr[-2000:])
+
+
+@needs_host
+def test_link_down_replans_and_loses_no_request(local3):
+    """Last on this testbed: it takes a device's link down for good. `retried` >= 1 is the check
+    that the fault really struck (a fault that did nothing would pass `lost == 0` alone)."""
+    out = json.loads(cli("testbed", "fault", "digits_cnn", "--fault", "link", "--strategy", "uniform",
+                         "--requests", "6", "--timeout-s", "8", "--json").stdout)
+    assert out["lost"] == 0 and out["answered"] == 6 and out["retried"] >= 1, out["events"]
+    assert out["node"] not in out["nodes_after"] and out["max_abs_error"] <= 1e-5
+    assert out["recovery_s"] is not None and out["recovery_s"] > 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from typing import Any
 
@@ -50,6 +51,21 @@ def add_commands(sub: Any) -> None:
     r.add_argument("--host-estimate", choices=["measure", "flops"], default="measure")
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_run)
+    f = tsub.add_parser("fault", help="a link or raylet fault during a request stream: re-plan, count lost requests")
+    f.add_argument("model", help="zoo model name")
+    f.add_argument("--fault", choices=["link", "raylet"], default="link")
+    f.add_argument("--strategy", default="uniform", help="a strategy whose plan uses a non-source device")
+    f.add_argument("--requests", type=at.bounded_int(2, 1000), default=8)
+    f.add_argument("--timeout-s", type=at.positive_float, default=20.0,
+                   help="real seconds without an answer before a device counts as failed")
+    f.add_argument("--seed", type=at.seed, default=0)
+    f.add_argument("--json", action="store_true")
+    f.set_defaults(func=cmd_fault)
+
+
+def _ray_quiet() -> contextlib.AbstractContextManager[object]:
+    """Ray's driver prints node-death notices to stdout; keep stdout for the one JSON object."""
+    return contextlib.redirect_stdout(sys.stderr)
 
 
 def _log(msg: str) -> None:
@@ -59,7 +75,8 @@ def _log(msg: str) -> None:
 def cmd_up(args: argparse.Namespace) -> None:
     from dnninfer.testbed.core import NOTE, status, up
 
-    up(args.cluster, args.dilation, calibrate=not args.no_calibrate, log=_log)
+    with _ray_quiet():
+        up(args.cluster, args.dilation, calibrate=not args.no_calibrate, log=_log)
     _show(args, status(), NOTE)
 
 
@@ -104,11 +121,23 @@ def cmd_run(args: argparse.Namespace) -> None:
 
     state = TestbedState.load()
     strategies = list(STRATEGIES) if args.strategy == "all" else args.strategy.split(",")
-    rows = run_cases(args.models, strategies, bandwidths=args.bandwidth_mbps or (None,), requests=args.requests,
-                     stream=args.stream,
-                     objective=args.objective, host=args.host_estimate, seed=args.seed, log=_log)
+    with _ray_quiet():
+        rows = run_cases(args.models, strategies, bandwidths=args.bandwidth_mbps or (None,), requests=args.requests,
+                         stream=args.stream, objective=args.objective, host=args.host_estimate, seed=args.seed,
+                         log=_log)
     obj = {"cluster": state.cluster, "dilation": state.dilation, "note": NOTE, "rows": rows,
            "calibration": state.calibration}
     emit(args, obj, f"testbed {state.cluster} (dilation {state.dilation:g}); {NOTE}",
          [{k: r[k] for k in ("model", "bandwidth_mbps", "strategy", "stages", "predicted_latency_s",
                              "measured_latency_s", "pred_error", "max_abs_error")} for r in rows])
+
+
+def cmd_fault(args: argparse.Namespace) -> None:
+    from dnninfer.testbed.faults import fault_run
+
+    with _ray_quiet():
+        out = fault_run(args.model, fault=args.fault, strategy=args.strategy, requests=args.requests,
+                        timeout_s=args.timeout_s, seed=args.seed)
+    emit(args, out, f"testbed fault: {out['fault']} of {out['node']}; {out['note']}",
+         [{k: out[k] for k in ("fault", "node", "requests", "answered", "lost", "retried", "recovery_s",
+                               "max_abs_error")}])

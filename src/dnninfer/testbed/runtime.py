@@ -279,16 +279,40 @@ class TestbedRuntime:
         """One request: input made on the source PU, stages chained by object refs, output
         gathered back on the source PU; latency measured from the first call to the gathered output."""
         import ray
+        from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
-        refs = self._inputs(timeout_s)
-        t0 = time.perf_counter()
-        final, metas = self._submit(refs)
-        values = ray.get(final, timeout=timeout_s)
+        from dnninfer.runtime.ray_runtime import NodeFailure
+
+        try:
+            refs = self._inputs(timeout_s)
+            t0 = time.perf_counter()
+            final, metas = self._submit(refs)
+            values = ray.get(final, timeout=timeout_s)
+        except (GetTimeoutError, RayActorError, RayTaskError) as e:
+            node = self._stuck_node(locals().get("metas", []))
+            raise NodeFailure(f"testbed request failed ({type(e).__name__}) at node {node!r}", node) from None
         wall = time.perf_counter() - t0
         d = self.state.dilation
         meta = ray.get(metas, timeout=timeout_s)
         return TestbedRun(output=assemble_output(self.graph, values), latency_s=wall / d,
                           compute_s={m["label"]: m["compute_s"] / d for m in meta})
+
+    def _stuck_node(self, metas: list[Any]) -> str | None:
+        """The device of the first stage that never answered (None when every stage did)."""
+        import ray
+
+        for st, meta in zip(self.stages, metas, strict=False):
+            ready, _ = ray.wait([meta], timeout=0.5, fetch_local=False)
+            if not ready:
+                return self.placement[st.index].split("/", 1)[0]
+        return None
+
+    def forget(self, node: str) -> None:
+        """Drop the actors of a lost device (killing them may never reach it)."""
+        import ray
+
+        for target in [t for t in self.actors if t.split("/", 1)[0] == node]:
+            ray.kill(self.actors.pop(target))
 
     def stream(self, requests: int, timeout_s: float = 600) -> float:
         """Requests per second (undilated) of a bounded stream submitted back to back: each PU's
