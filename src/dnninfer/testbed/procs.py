@@ -2,7 +2,7 @@
 
 * Every process the testbed starts (the Ray head, one Ray node per device, and all their children)
   runs in one `pids` cgroup, so `stop_all` ends exactly those processes, by PID, and nothing else
-  on the machine (`ray stop` would end every Ray process here).
+  on the machine (Ray's own stop command would end every Ray process here).
 * Each processing unit gets a `cpu` cgroup whose CFS quota is its emulated speed in host cores;
   the PU's single-threaded actor moves itself in. A short period keeps a short stage from running
   at full speed for a burst and then stalling.
