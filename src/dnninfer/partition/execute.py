@@ -15,17 +15,7 @@ from typing import Any
 from dnninfer.graph import Graph, Stage
 from dnninfer.partition.costmodel import CostModel
 from dnninfer.partition.plan import Plan
-from dnninfer.runtime.common import Link, RunResult
-
-
-class _SameNode:
-    """PUs of one board share memory: moving a tensor between them costs no link time and is
-    not a network transfer (`local`: the runtimes do not record it)."""
-
-    local = True
-
-    def transfer_s(self, nbytes: int) -> float:
-        return 0.0
+from dnninfer.runtime.common import Link, RunResult, SameNode
 
 
 @dataclass
@@ -108,7 +98,7 @@ def materialize(plan: Plan, cm: CostModel) -> Deployment:
         for b in names:
             na, nb = a.split("/", 1)[0], b.split("/", 1)[0]
             if a != b:
-                links[(a, b)] = _SameNode() if na == nb else cm.cluster.link(na, nb)
+                links[(a, b)] = SameNode() if na == nb else cm.cluster.link(na, nb)
     return Deployment(graph, stages, {st.index: place[st.index] for st in stages}, links, source)
 
 

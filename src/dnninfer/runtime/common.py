@@ -44,6 +44,16 @@ class SimpleLink:
         return self.rtt_ms / 2e3 + nbytes * 8 / (self.bandwidth_mbps * 1e6)
 
 
+class SameNode:
+    """PUs of one board share memory: moving a tensor between them costs no link time and is
+    not a network transfer (`local`: the runtimes do not record it)."""
+
+    local = True
+
+    def transfer_s(self, nbytes: int) -> float:
+        return 0.0
+
+
 Links = Mapping[tuple[str, str], Link] | Link | None
 
 

@@ -157,12 +157,13 @@ def up(cluster_name: str, dilation: float | None = None, *, calibrate: bool = Tr
     shares = pu_shares(cluster)
     d = pick_dilation(shares, dilation)
     rate, rtt = _link_rate(cluster)
-    nodes = [NodeState(i, n.name, n.device, net.NodeNet(i, n.name, 0).ip, net.NodeNet(i, n.name, 0).netns, rate,
-                       rtt, {t.split("/", 1)[1]: s for t, s in shares.items() if t.split("/", 1)[0] == n.name})
-             for i, n in enumerate(cluster.nodes)]
+    nets = [net.NodeNet(i, n.name, rate / d) for i, n in enumerate(cluster.nodes)]
+    nodes = [NodeState(i, n.name, n.device, nn.ip, nn.netns, rate, rtt,
+                       {t.split("/", 1)[1]: s for t, s in shares.items() if t.split("/", 1)[0] == n.name})
+             for i, (n, nn) in enumerate(zip(cluster.nodes, nets, strict=True))]
     say = log or (lambda msg: None)
     try:
-        net.create([net.NodeNet(n.index, n.name, rate / d) for n in nodes])
+        net.create(nets)
         state = TestbedState(cluster.name, d, _free_port(), secrets.token_hex(16), nodes, started=time.time())
         state.quotas = procs.make_cpu_groups({t: s / d for t, s in shares.items()})
         state.save()

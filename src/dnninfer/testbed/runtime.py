@@ -23,7 +23,7 @@ import torch
 from dnninfer.errors import UserError
 from dnninfer.graph import Graph, Stage
 from dnninfer.graph.split import assemble_output
-from dnninfer.runtime.common import producers
+from dnninfer.runtime.common import SameNode, producers
 from dnninfer.runtime.inprocess import incoming
 from dnninfer.testbed import procs
 from dnninfer.testbed.core import TestbedState, connect
@@ -37,14 +37,6 @@ class RttLink:
 
     def transfer_s(self, nbytes: int) -> float:
         return self.rtt_ms / 2e3
-
-
-@dataclass(frozen=True)
-class _Local:
-    local = True
-
-    def transfer_s(self, nbytes: int) -> float:
-        return 0.0
 
 
 def state_hash(module: torch.nn.Module) -> str:
@@ -201,7 +193,7 @@ class TestbedRuntime:
             for b in targets:
                 if a != b:
                     na, nb = a.split("/", 1)[0], b.split("/", 1)[0]
-                    out[(a, b)] = _Local() if na == nb else RttLink(self.state.node(na).rtt_ms * self.state.dilation)
+                    out[(a, b)] = SameNode() if na == nb else RttLink(self.state.node(na).rtt_ms * self.state.dilation)
         return out
 
     def deploy(self, graph: Graph, stages: Sequence[Stage], placement: Mapping[int, str], source_target: str,
