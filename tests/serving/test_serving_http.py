@@ -88,7 +88,9 @@ def test_stage_timings_cover_the_request(server):
     assert r.elapsed.total_seconds() * 1e3 >= stages["total"] * 0.99  # the server's part of what the client saw
     assert "decode;dur=" in r.headers["server-timing"]
     if server.cfg.naive:
-        assert stages["queue"] < 1.0  # no batcher, nothing to wait for
+        # no batcher, nothing to wait for: a lone request through a batcher would wait its whole window
+        # (max_delay_ms); below that bound, the rest is scheduling on a loaded 2-core box (2.8 ms seen)
+        assert stages["queue"] < server.cfg.max_delay_ms
 
 
 def test_metrics_expose_stages_queue_and_batches(server):
