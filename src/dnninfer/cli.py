@@ -11,6 +11,7 @@ Any other exception is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import pkgutil
 import sys
@@ -61,6 +62,11 @@ def cmd_profile(args: argparse.Namespace) -> None:
     from dnninfer.cost import load_device, predict, profile
     from dnninfer.cost.predict import fit
 
+    if args.cluster is not None:
+        return _profile_cluster(args)
+    if args.out is not None or args.config is not None:
+        raise UserError(f"{'--out' if args.out is not None else '--config'}: goes with --cluster (a measured "
+                        "profile of a cluster's devices)")
     loaded, g = load_graph(args)
     measured = profile(g, warmup=args.warmup, repeats=args.repeats, threads=args.threads, cache=not args.no_cache)
     samples = [(g.nodes[n], s) for n, s in measured.node_s.items()]
@@ -86,6 +92,37 @@ def cmd_profile(args: argparse.Namespace) -> None:
     else:
         emit(args, obj, f"{loaded.name}: measured (this host, {args.threads} thread) vs predicted", rows)
         emit(args, totals, "totals (ms)")
+
+
+def _profile_cluster(args: argparse.Namespace) -> None:
+    """Per-node latency measured on every PU of a running testbed or of real boards, saved as the
+    measured profile `partition --profile` plans from."""
+    from dnninfer.cost import load_cluster, profile
+    from dnninfer.testbed.profile import profile_cluster, resolve_cluster, summary_rows
+    from dnninfer.testbed.runtime import ModelSource
+
+    if args.out is None:
+        raise UserError("--cluster: needs --out FILE (where the measured profile is written)")
+    out = Path(args.out)
+    if out.is_dir():
+        raise UserError(f"--out {out}: is a folder; expected a file path for the profile")
+    state = resolve_cluster(args.cluster, args.config)
+    source = ModelSource.of(args.model, seed=args.seed, batch=args.batch, input_shape=args.input_shape,
+                            weights=args.weights)
+    loaded, g = load_graph(args)  # fails here, before any node is asked, for a model that does not load
+    with contextlib.redirect_stdout(sys.stderr):  # Ray's notices: stdout keeps the one JSON object
+        prof = profile_cluster(source, state, warmup=args.warmup, repeats=args.repeats,
+                               log=lambda m: print(f"dnninfer: {m}", file=sys.stderr))
+    try:
+        prof.save(out)
+    except OSError as e:
+        raise UserError(f"--out {out}: cannot write the profile: {e.strerror or e}") from None
+    host = profile(g, threads=1, repeats=args.repeats, warmup=args.warmup, cache=not args.no_cache)
+    rows = summary_rows(prof, load_cluster(state.cluster), host.total_s)
+    obj = {"model": loaded.name, "cluster": state.cluster, "where": prof.where, "dilation": prof.dilation,
+           "profile": str(out), "targets": rows}
+    emit(args, obj, f"{loaded.name} measured on {prof.where} ({state.cluster}); speed = host one-thread time / "
+                    f"PU time; written to {out}", rows)
 
 
 def cmd_devices(args: argparse.Namespace) -> None:
@@ -211,6 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=at.bounded_int(0, 10_000), default=3)
     p.add_argument("--threads", type=at.threads, default=1)
     p.add_argument("--no-cache", action="store_true")
+    p.add_argument("--cluster", default=None, metavar="testbed|HOST:PORT",
+                   help="measure on every PU of a running cluster instead: the testbed, or real boards' Ray address")
+    p.add_argument("--config", default=None, metavar="CLUSTER",
+                   help="with --cluster HOST:PORT: the cluster YAML naming the boards (resources tb_<node>)")
+    p.add_argument("--out", default=None, metavar="FILE", help="with --cluster: write the measured profile here")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_profile)
 

@@ -77,12 +77,13 @@ def test_cfs_period_keeps_the_quota_above_the_kernel_minimum():
         procs.period_quota(1.5)
 
 
-def test_clusters_with_several_link_kinds_are_refused():
+def test_clusters_with_several_link_kinds_get_one_link_per_pair():
     from dnninfer.cost import load_cluster
 
-    assert core._link_rate(load_cluster("edge3")) == (50.0, 5.0)
-    with pytest.raises(UserError, match="one access link per device"):
-        core._link_rate(load_cluster("hetero4"))
+    assert core._links(load_cluster("edge3")) == (50.0, 5.0, {})
+    rate, rtt, pairs = core._links(load_cluster("hetero4"))
+    assert (rate, rtt) == (0.0, 0.0) and len(pairs) == 6  # every pair of 4 nodes has its own link
+    assert pairs["gw|tx2"] == [10.0, 20.0] and pairs["nano|tx2"] == [100.0, 1.0]
 
 
 def test_status_without_a_testbed_is_a_one_line_error():

@@ -30,6 +30,11 @@ def add_commands(sub: Any) -> None:
                    help="split points = segments + 1 (chain grouped by time)")
     s.add_argument("--run", action="store_true", help="execute every split, sign receipts, mine one block per slot")
     s.add_argument("--ledger", default=None, help="SQLite ledger file for --run (must not exist yet)")
+    s.add_argument("--testbed", action="store_true",
+                   help="execute one gateway's split each slot on the running testbed (first device: gateway, "
+                        "second: AP), its link's tbf rate following the channel slot by slot")
+    s.add_argument("--gateway", type=at.bounded_int(0, 1000), default=None,
+                   help="with --testbed: the gateway executed (default: the one that offloads most)")
     s.add_argument("--host-estimate", choices=["measure", "flops"], default="measure")
     s.add_argument("--seed", type=at.seed, default=0)
     s.add_argument("--json", action="store_true")
@@ -46,6 +51,10 @@ def cmd_simulate(args: argparse.Namespace) -> None:
         raise UserError(f"--ledger {args.ledger}: file exists; give a new path (verify old ones with `ledger verify`)")
     methods = list(METHODS) if args.method == "all" else [args.method]
     cfg = None if args.V is None else _cfg(args, {"V": args.V})
+    if args.gateway is not None and not args.testbed:
+        raise UserError("--gateway: goes with --testbed (the gateway whose splits are executed there)")
+    if args.testbed:
+        return _on_testbed(args, methods, cfg)
     rows = []
     for i, method in enumerate(methods):
         out = run(args.model, slots=args.slots, method=method, segments=args.segments,
@@ -65,6 +74,27 @@ def cmd_simulate(args: argparse.Namespace) -> None:
                        f"(difficulty / {led['difficulty_scale']:g}), outputs max |err| {led['max_abs_err']:.1e}, "
                        f"reputation {led['reputation']} (controller gap {led['reputation_gap_vs_controller']:.1e})"
                        + (f"; saved to {led['path']}" if led["path"] else ""), markup=False)
+
+
+def _on_testbed(args: argparse.Namespace, methods: list[str], cfg: Any) -> None:
+    import contextlib
+    import sys
+
+    from dnninfer.bdt.onbed import run_on_testbed
+
+    if args.run or len(methods) > 1:
+        raise UserError("--testbed: one --method at a time, without --run (the ledger run is in-process)")
+    with contextlib.redirect_stdout(sys.stderr):  # Ray's notices stay off stdout
+        out = run_on_testbed(args.model, slots=args.slots, method=methods[0], cfg=cfg, segments=args.segments,
+                             gateway=args.gateway, seed=args.seed, host=args.host_estimate,
+                             log=lambda m: print(f"dpra: {m}", file=sys.stderr))
+    if args.json:
+        emit(args, out, "")
+        return
+    keys = ("slot", "split", "rate_mbps", "f_inf_ghz", "predicted_s", "predicted_with_runtime_s", "measured_s", "error")
+    emit(args, out, f"DPRA {out['method']} on the testbed ({out['cluster']}, dilation {out['dilation']:g}), gateway "
+                    f"{out['gateway']}: {out['note']}", [{k: r[k] for k in keys} for r in out["rows"]])
+    emit(args, out["summary"], "controller vs measured")
 
 
 def _cfg(args: argparse.Namespace, overrides: dict[str, Any]) -> Any:

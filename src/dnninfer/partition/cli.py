@@ -26,6 +26,9 @@ def add_commands(sub: Any) -> None:
                    help="override every link's bandwidth (Mbit/s, > 0)")
     p.add_argument("--host-estimate", choices=["measure", "flops"], default="measure",
                    help="per-node host times: measured here (cached) or a FLOPs estimate")
+    p.add_argument("--profile", default=None, metavar="FILE",
+                   help="plan from per-node latencies measured on the cluster's PUs (`dnninfer profile MODEL "
+                        "--cluster ... --out FILE`) instead of cited speed ratios")
     p.add_argument("--run", action="store_true", help="execute the plan for real and check the output")
     p.add_argument("--runtime", choices=["inprocess", "ray"], default="inprocess")
     p.add_argument("--json", action="store_true")
@@ -40,8 +43,13 @@ def _cost_model(args: argparse.Namespace) -> tuple[Any, Any]:
     cluster = load_cluster(args.cluster)
     if args.bandwidth_mbps is not None:
         cluster = with_bandwidth(cluster, args.bandwidth_mbps)
+    measured = None
+    if args.profile is not None:
+        from dnninfer.cost.measured import load_cluster_profile
+
+        measured = load_cluster_profile(args.profile)
     loaded, g = load_graph(args)
-    return loaded, CostModel.build(g, cluster, host=args.host_estimate, source=args.source)
+    return loaded, CostModel.build(g, cluster, host=args.host_estimate, source=args.source, measured=measured)
 
 
 def cmd_partition(args: argparse.Namespace) -> None:

@@ -3,7 +3,8 @@
 One cost model for every strategy, so HiDP and its baselines differ only in the choices they make
 (partitioning.md §5.4). Per-node host seconds come from a measured profile of this machine (one
 thread, `cost.measure.profile`) or, for fast tests, from a FLOPs/bytes estimate; a PU's time is
-``host_s / (speed * op_speed[kind] * amdahl(lanes))`` (cost/profiles.py).
+``host_s / (speed * op_speed[kind] * amdahl(lanes))`` (cost/profiles.py), or, where a measured
+profile of the cluster is given (cost/measured.py), the seconds measured on that PU itself.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Literal
 
+from dnninfer.cost.measured import ClusterProfile
 from dnninfer.cost.profiles import Cluster, DeviceProfile, LinkProfile
 from dnninfer.errors import UserError
 from dnninfer.graph import Block, Graph
@@ -51,7 +53,7 @@ class CostModel:
 
     def __init__(self, graph: Graph, cluster: Cluster, host_s: Mapping[str, float], *,
                  source: str | None = None, sync_s: float = SYNC_S, call_s: float = 0.0,
-                 hop_s: float = 0.0) -> None:
+                 hop_s: float = 0.0, measured: ClusterProfile | None = None) -> None:
         missing = [n.name for n in graph.compute_nodes() if n.name not in host_s]
         if missing:
             raise ValueError(f"host_s: {len(missing)} compute nodes have no time, e.g. {missing[:3]}")
@@ -63,13 +65,19 @@ class CostModel:
         if self.source not in cluster.node_names:
             raise UserError(f"source node {self.source!r}: expected one of {', '.join(cluster.node_names)}")
         self.devices: dict[str, DeviceProfile] = cluster.devices()
+        if measured is not None:
+            measured.check(graph, cluster)
+        # measured seconds per "node/pu" (all lanes), replacing host_s / speed where present
+        self.measured = measured
+        self._measured: dict[str, dict[str, float]] = measured.targets if measured is not None else {}
         self._kind = {n.name: n.kind for n in graph.compute_nodes()}
         self._block_cache: dict[tuple[int, Target], float] = {}
         self._memo: dict[Any, Any] = {}
 
     @classmethod
     def build(cls, graph: Graph, cluster: Cluster, *, host: HostEstimate = "measure", source: str | None = None,
-              repeats: int = 10, sync_s: float = SYNC_S, call_s: float = 0.0, hop_s: float = 0.0) -> CostModel:
+              repeats: int = 10, sync_s: float = SYNC_S, call_s: float = 0.0, hop_s: float = 0.0,
+              measured: ClusterProfile | None = None) -> CostModel:
         """Cost model with measured (cached) one-thread host times, or the FLOPs estimate."""
         if host == "flops":
             host_s = flops_estimate(graph)
@@ -79,7 +87,8 @@ class CostModel:
             host_s = dict(profile(graph, threads=1, repeats=repeats, warmup=2).node_s)
         else:
             raise UserError(f"host estimate {host!r}: expected 'measure' or 'flops'")
-        return cls(graph, cluster, host_s, source=source, sync_s=sync_s, call_s=call_s, hop_s=hop_s)
+        return cls(graph, cluster, host_s, source=source, sync_s=sync_s, call_s=call_s, hop_s=hop_s,
+                   measured=measured)
 
     def memo(self, key: Any, compute: Callable[[], Any]) -> Any:
         """Compute once per cost model (plans of baselines that HiDP also seeds its search with)."""
@@ -90,7 +99,7 @@ class CostModel:
     def with_cluster(self, cluster: Cluster, source: str | None = None) -> CostModel:
         """Same graph and host times on another cluster (a bandwidth sweep, a node lost)."""
         return CostModel(self.graph, cluster, self.host_s, source=source or self.source, sync_s=self.sync_s,
-                         call_s=self.call_s, hop_s=self.hop_s)
+                         call_s=self.call_s, hop_s=self.hop_s, measured=self.measured)
 
     # -- compute ---------------------------------------------------------------------------------
     @property
@@ -107,13 +116,27 @@ class CostModel:
         return Target(node, pu.name, pu.lanes)
 
     def rate(self, target: Target, kind: str) -> float:
-        return self.devices[target.node].pu(target.pu).rate(kind, target.lanes)
+        """Throughput relative to one host core; from a measured profile, the whole model's ratio."""
+        pu = self.devices[target.node].pu(target.pu)
+        measured = self._measured.get(f"{target.node}/{target.pu}")
+        if measured is not None:
+            ratio = sum(self.host_s.values()) / sum(measured.values())
+            return ratio * pu.scaling(target.lanes) / pu.scaling()
+        return pu.rate(kind, target.lanes)
 
     def seconds(self, names: Iterable[str], target: Target, fraction: Mapping[str, float] | None = None) -> float:
-        """Predicted seconds of graph nodes on a target (each scaled by `fraction` of its rows if given)."""
+        """Predicted seconds of graph nodes on a target (each scaled by `fraction` of its rows if given).
+
+        A measured profile was taken with all of the PU's lanes; fewer lanes scale it by Amdahl."""
         pu = self.devices[target.node].pu(target.pu)
         scale = pu.scaling(target.lanes)
+        measured = self._measured.get(f"{target.node}/{target.pu}")
         total = 0.0
+        if measured is not None:
+            slower = pu.scaling() / scale
+            for n in names:
+                total += (1.0 if fraction is None else fraction.get(n, 1.0)) * measured[n] * slower
+            return total
         for n in names:
             f = 1.0 if fraction is None else fraction.get(n, 1.0)
             total += f * self.host_s[n] / (pu.speed_for(self._kind[n]) * scale)

@@ -52,8 +52,11 @@ def calibrate(state: TestbedState) -> dict[str, Any]:
                     samples.append(time.perf_counter() - t0)
                 times[size] = statistics.median(samples)
             rate = (BLOB_LARGE - BLOB_SMALL) * 8 / max(1e-9, times[BLOB_LARGE] - times[BLOB_SMALL]) / 1e6 * d
-            links[f"{n.name}->{dst.name}"] = {"configured_mbps": n.rate_mbps, "measured_mbps": round(rate, 2),
-                                              "error": round(abs(rate - n.rate_mbps) / n.rate_mbps, 4)}
+            configured = state.link(n.name, dst.name)[0]
+            if configured <= 0:  # a pair without a link: no plan uses it
+                continue
+            links[f"{n.name}->{dst.name}"] = {"configured_mbps": configured, "measured_mbps": round(rate, 2),
+                                              "error": round(abs(rate - configured) / configured, 4)}
     call_s, hop_s = _call_costs(rt, state)
     return {"host_probe_s": host, "pus": pus, "links": links, "call_s": call_s, "hop_s": hop_s,
             "pu_speed_error": max((p["error"] for p in pus.values()), default=None),
@@ -91,5 +94,5 @@ def _call_costs(rt: Any, state: TestbedState) -> tuple[float, float]:
     b = rt.actor(f"{second.name}/{next(iter(second.pus))}")
     slope = (_chain_s([a, b], CHAIN_LONG, HOP_BYTES) - _chain_s([a, b], CHAIN_SHORT, HOP_BYTES)) / (
         CHAIN_LONG - CHAIN_SHORT)
-    wire = HOP_BYTES * 8 / (first.rate_mbps * 1e6)  # undilated
+    wire = HOP_BYTES * 8 / (max(1e-9, state.link(first.name, second.name)[0]) * 1e6)  # undilated
     return call_s, max(0.0, slope / d - call_s - wire)

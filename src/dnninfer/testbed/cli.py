@@ -23,6 +23,13 @@ def _dilation(text: str) -> float | None:
     return value
 
 
+def _plan_from(text: str) -> tuple[str, ...]:
+    parts = tuple(dict.fromkeys(x.strip() for x in text.split(",")))
+    if not parts or any(x not in ("cited", "measured") for x in parts):
+        raise argparse.ArgumentTypeError(f"expected measured, cited or both (comma list), got {text!r}")
+    return parts
+
+
 def add_commands(sub: Any) -> None:
     p = sub.add_parser("testbed", help="edge testbed: Ray nodes in shaped network namespaces, PUs throttled by cgroups")
     tsub = p.add_subparsers(dest="testbed_command", required=True)
@@ -49,6 +56,9 @@ def add_commands(sub: Any) -> None:
                    help="also measure throughput over a stream of this many pipelined requests")
     r.add_argument("--seed", type=at.seed, default=0)
     r.add_argument("--host-estimate", choices=["measure", "flops"], default="measure")
+    r.add_argument("--plan-from", default="measured", type=_plan_from, metavar="measured|cited|cited,measured",
+                   help="plan from each model's profile measured on the testbed's PUs (default) or from the "
+                        "device YAMLs' cited speeds; both: every distinct plan executed once")
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_run)
     f = tsub.add_parser("fault", help="a link or raylet fault during a request stream: re-plan, count lost requests")
@@ -96,7 +106,7 @@ def _show(args: argparse.Namespace, st: dict[str, Any], note: str) -> None:
             rows.append({"target": f"{n['name']}/{pu}", "netns": n["netns"], "ip": n["ip"],
                          "speed (host cores)": round(speed, 3), "measured": c.get("measured"),
                          "quota us/period": f"{q.get('quota_us')}/{q.get('period_us')}",
-                         "link Mbit/s": n["rate_mbps"]})
+                         "link Mbit/s": n["rate_mbps"] or "per pair"})
     if not args.json:
         emit(args, st, f"testbed {st['cluster']}: dilation {st['dilation']:g}; {note}", rows)
         links = [{"link": k, **v} for k, v in cal.get("links", {}).items()]
@@ -124,11 +134,11 @@ def cmd_run(args: argparse.Namespace) -> None:
     with _ray_quiet():
         rows = run_cases(args.models, strategies, bandwidths=args.bandwidth_mbps or (None,), requests=args.requests,
                          stream=args.stream, objective=args.objective, host=args.host_estimate, seed=args.seed,
-                         log=_log)
+                         plan_from=args.plan_from, log=_log)
     obj = {"cluster": state.cluster, "dilation": state.dilation, "note": NOTE, "rows": rows,
            "calibration": state.calibration}
     emit(args, obj, f"testbed {state.cluster} (dilation {state.dilation:g}); {NOTE}",
-         [{k: r[k] for k in ("model", "bandwidth_mbps", "strategy", "stages", "predicted_latency_s",
+         [{k: r[k] for k in ("model", "bandwidth_mbps", "strategy", "planned_from", "stages", "predicted_latency_s",
                              "measured_latency_s", "pred_error", "max_abs_error")} for r in rows])
 
 

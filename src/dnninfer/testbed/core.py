@@ -61,10 +61,33 @@ class TestbedState:
     quotas: dict[str, dict[str, int]] = field(default_factory=dict)
     calibration: dict[str, Any] = field(default_factory=dict)
     started: float = 0.0
+    #: per-pair links ("a|b" with a < b -> [Mbit/s, RTT ms], undilated); empty: one access link per device
+    pairs: dict[str, list[float]] = field(default_factory=dict)
+    host: str = net.HOST_IP  # the Ray head (real boards: wherever it runs)
+    boards: bool = False  # real boards joined by hand: no namespaces, quotas, dilation or emulated RTT
 
     @property
     def address(self) -> str:
-        return f"{net.HOST_IP}:{self.port}"
+        return f"{self.host}:{self.port}"
+
+    @classmethod
+    def for_boards(cls, address: str, cluster_name: str, token: str | None = None) -> TestbedState:
+        """Real boards already joined to a Ray cluster at `address` (`ray start --address ...
+        --resources '{"tb_<node>": 1000}'` on each), described by a cluster YAML: the same runtime,
+        with the boards' own speed and network instead of quotas and shaped links."""
+        from dnninfer.cost import load_cluster
+
+        host, sep, port = address.rpartition(":")
+        if not (sep and host and port.isdigit() and 0 < int(port) < 65536):
+            raise UserError(f"--cluster {address!r}: expected testbed or a Ray address HOST:PORT")
+        cluster = load_cluster(cluster_name)
+        shares = pu_shares(cluster)
+        nodes = []
+        for i, n in enumerate(cluster.nodes):
+            pus = {t.split("/", 1)[1]: v for t, v in shares.items() if t.split("/", 1)[0] == n.name}
+            nodes.append(NodeState(i, n.name, n.device, "", "", 0.0, 0.0, pus))  # real links: nothing emulated
+        token = token if token is not None else os.environ.get("RAY_AUTH_TOKEN", "")
+        return cls(cluster.name, 1.0, int(port), token, nodes, host=host, boards=True, started=time.time())
 
     def node(self, name: str) -> NodeState:
         for n in self.nodes:
@@ -75,6 +98,28 @@ class TestbedState:
     def netnode(self, name: str) -> net.NodeNet:
         n = self.node(name)
         return net.NodeNet(n.index, n.name, n.rate_mbps / self.dilation)
+
+    def link(self, a: str, b: str) -> tuple[float, float]:
+        """(Mbit/s, RTT ms) between two devices as configured (undilated)."""
+        if self.pairs:
+            rate, rtt = self.pairs.get("|".join(sorted((a, b))), (0.0, 0.0))
+            return rate, rtt
+        na = self.node(a)
+        return na.rate_mbps, na.rtt_ms
+
+    def apply_rates(self, mbps: float | None = None) -> None:
+        """Set the kernel's rates: every link at `mbps` (undilated), or as configured when None."""
+        nets = {n.name: net.NodeNet(n.index, n.name, 0) for n in self.nodes}
+        for n in self.nodes:
+            if self.pairs:
+                peers = {}
+                for m in self.nodes:
+                    rate = self.link(n.name, m.name)[0] if m is not n else 0.0
+                    if rate > 0:
+                        peers[nets[m.name].ip] = (mbps or rate) / self.dilation
+                net.set_pair_rates(nets[n.name], peers)
+            else:
+                net.set_rate(nets[n.name], (mbps or n.rate_mbps) / self.dilation)
 
     def save(self) -> None:
         STATE_DIR.mkdir(mode=0o700, exist_ok=True)
@@ -119,16 +164,19 @@ def pick_dilation(shares: dict[str, float], requested: float | None = None) -> f
     return requested
 
 
-def _link_rate(cluster: Any) -> tuple[float, float]:
-    """One access link per device (the bridge is the shared air): clusters with per-pair links
-    that differ from each other are not emulated yet."""
+def _links(cluster: Any) -> tuple[float, float, dict[str, list[float]]]:
+    """One access link per device (the bridge is the shared air) when every link is alike: (rate,
+    RTT, {}); otherwise one link per pair: (0, 0, {"a|b": [rate, RTT]}) for every pair that has one."""
     links = {(s.link.bandwidth_mbps, s.link.rtt_ms) for s in cluster.links}
     if cluster.default_link is not None:
         links.add((cluster.default_link.bandwidth_mbps, cluster.default_link.rtt_ms))
-    if len(links) != 1:
-        raise UserError(f"testbed: cluster {cluster.name!r} has {len(links)} different links; the testbed "
-                        "emulates one access link per device (use a cluster with one default_link)")
-    return links.pop()
+    if len(links) == 1:
+        rate, rtt = links.pop()
+        return rate, rtt, {}
+    pairs = {}
+    for (a, b), link in cluster.link_map().items():
+        pairs["|".join(sorted((a, b)))] = [link.bandwidth_mbps, link.rtt_ms]
+    return 0.0, 0.0, pairs
 
 
 def _free_port() -> int:
@@ -138,6 +186,8 @@ def _free_port() -> int:
 
 
 def ray_env(state: TestbedState) -> dict[str, str]:
+    if not state.token:  # real boards without token auth
+        return {k: v for k, v in RAY_ENV.items() if k != "RAY_AUTH_MODE"}
     return {**RAY_ENV, "RAY_AUTH_TOKEN": state.token}
 
 
@@ -156,15 +206,19 @@ def up(cluster_name: str, dilation: float | None = None, *, calibrate: bool = Tr
         raise UserError("testbed: one is already up (or left over); run `dnninfer testbed down` first")
     shares = pu_shares(cluster)
     d = pick_dilation(shares, dilation)
-    rate, rtt = _link_rate(cluster)
+    rate, rtt, pairs = _links(cluster)
     nets = [net.NodeNet(i, n.name, rate / d) for i, n in enumerate(cluster.nodes)]
+    index = {n.name: i for i, n in enumerate(cluster.nodes)}
+    pair_rates = {(index[a], index[b]): v[0] / d for ab, v in pairs.items()
+                  for a, b in (ab.split("|"), ab.split("|")[::-1])}
     nodes = [NodeState(i, n.name, n.device, nn.ip, nn.netns, rate, rtt,
                        {t.split("/", 1)[1]: s for t, s in shares.items() if t.split("/", 1)[0] == n.name})
              for i, (n, nn) in enumerate(zip(cluster.nodes, nets, strict=True))]
     say = log or (lambda msg: None)
     try:
-        net.create(nets)
-        state = TestbedState(cluster.name, d, _free_port(), secrets.token_hex(16), nodes, started=time.time())
+        net.create(nets, pair_rates or None)
+        state = TestbedState(cluster.name, d, _free_port(), secrets.token_hex(16), nodes, started=time.time(),
+                             pairs=pairs)
         state.quotas = procs.make_cpu_groups({t: s / d for t, s in shares.items()})
         state.save()
         STATE_DIR.joinpath("ray").mkdir(exist_ok=True)
@@ -176,7 +230,8 @@ def up(cluster_name: str, dilation: float | None = None, *, calibrate: bool = Tr
                      *common], STATE_DIR / "head.log", env)
         _wait_for(lambda: _port_open(net.HOST_IP, state.port), 60, "the Ray head to listen")
         for n in nodes:
-            say(f"ray node {n.name} in {n.netns} ({n.ip}), link {rate / d:.3g} Mbit/s")
+            say(f"ray node {n.name} in {n.netns} ({n.ip}), "
+                + (f"link {rate / d:.3g} Mbit/s" if not pairs else "one link per peer (htb)"))
             procs.spawn(["ip", "netns", "exec", n.netns, _ray_bin(), "start", "--address", state.address,
                          "--node-ip-address", n.ip, "--num-cpus", "0",
                          "--resources", json.dumps({f"tb_{n.name}": 1000}), "--object-store-memory",
@@ -220,7 +275,7 @@ def connect(state: TestbedState) -> None:
     """Join this process to the testbed's Ray cluster as a driver (on the host side: unshaped).
 
     Ray reads its auth mode when it is imported, so this must come before any `import ray`."""
-    if "ray" in sys.modules and os.environ.get("RAY_AUTH_MODE") != "token":
+    if state.token and "ray" in sys.modules and os.environ.get("RAY_AUTH_MODE") != "token":
         raise UserError("testbed: connect before importing ray (Ray reads RAY_AUTH_MODE=token at import); "
                         "run the testbed driver in a fresh process")
     os.environ.update(ray_env(state))
@@ -228,7 +283,16 @@ def connect(state: TestbedState) -> None:
 
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(address=state.address, log_to_driver=False, configure_logging=False)
+    try:
+        ray.init(address=state.address, log_to_driver=False, configure_logging=False)
+    except (ConnectionError, RuntimeError) as e:
+        raise UserError(f"cannot join the Ray cluster at {state.address}: {str(e).strip().splitlines()[-1]}") from None
+    if state.boards:
+        have = ray.cluster_resources()
+        missing = [n.name for n in state.nodes if f"tb_{n.name}" not in have]
+        if missing:
+            raise UserError(f"Ray cluster at {state.address}: no node offers resource tb_{missing[0]} (start it with "
+                            f"`ray start --address {state.address} --resources '{{\"tb_{missing[0]}\": 1000}}'`)")
 
 
 def status() -> dict[str, Any]:

@@ -3,6 +3,7 @@ measured. Runs in the driver process (`dnninfer testbed run`), which must not ha
 
 from __future__ import annotations
 
+import itertools
 import statistics
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -31,9 +32,13 @@ def measured_energy_j(cm: Any, placement: dict[int, str], compute_s: dict[int, f
 
 def run_cases(models: Sequence[str], strategies: Sequence[str], *, bandwidths: Sequence[float | None] = (None,),
               requests: int = 3, stream: int = 0, objective: str = "latency", host: str = "measure", seed: int = 0,
-              log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
-    """One row per (model, bandwidth, strategy): predicted and measured latency and energy, the
-    output's max error against the whole model, and where the plan ran."""
+              plan_from: Sequence[str] = ("cited",), log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """One row per (model, bandwidth, planning profile, strategy): predicted and measured latency and
+    energy, the output's max error against the whole model, and where the plan ran.
+
+    `plan_from`: "cited" plans from the device YAMLs' speed ratios; "measured" first profiles the
+    model on every PU of the testbed (`testbed.profile`) and plans from those seconds, which is how
+    per-op-kind speeds (a GPU's) that a quota cannot emulate are kept out of the predictions."""
     from dnninfer import zoo
     from dnninfer.cost import load_cluster
     from dnninfer.graph import capture
@@ -41,10 +46,12 @@ def run_cases(models: Sequence[str], strategies: Sequence[str], *, bandwidths: S
     from dnninfer.partition.replan import with_bandwidth
     from dnninfer.partition.strategies import STRATEGIES
     from dnninfer.partition.strategies import plan as make_plan
-    from dnninfer.testbed import net
     from dnninfer.testbed.core import TestbedState
-    from dnninfer.testbed.runtime import TestbedRuntime
+    from dnninfer.testbed.runtime import ModelSource, TestbedRuntime
 
+    bad = [p for p in plan_from if p not in ("cited", "measured")]
+    if bad or not plan_from:
+        raise UserError(f"--plan-from: expected cited and/or measured, got {bad[0] if bad else 'nothing'!r}")
     unknown = [s for s in strategies if s not in STRATEGIES]
     if unknown:
         raise UserError(f"--strategy: expected names from {', '.join(STRATEGIES)}, got {unknown[0]!r}")
@@ -63,36 +70,41 @@ def run_cases(models: Sequence[str], strategies: Sequence[str], *, bandwidths: S
                 ref = model(*inputs)
             # host times measured once per model; the runtime's own costs fitted on the calibration
             # probes at `up` (0 without them)
-            cm0 = CostModel.build(graph, base, host=host, call_s=state.calibration.get("call_s", 0.0),
-                                  hop_s=state.calibration.get("hop_s", 0.0))
+            models = {}
+            for how in plan_from:
+                prof = None
+                if how == "measured":
+                    from dnninfer.testbed.profile import profile_cluster
+
+                    prof = profile_cluster(ModelSource(name, seed), runtime=rt, log=say)
+                models[how] = CostModel.build(graph, base, host=host, call_s=state.calibration.get("call_s", 0.0),
+                                              hop_s=state.calibration.get("hop_s", 0.0), measured=prof)
             for bw in bandwidths:
                 cluster = base if bw is None else with_bandwidth(base, bw)
-                rate = cluster.default_link.bandwidth_mbps if cluster.default_link else state.nodes[0].rate_mbps
-                for n in state.nodes:  # the kernel's rate follows the case's bandwidth
-                    net.set_rate(net.NodeNet(n.index, n.name, 0), rate / state.dilation)
-                cm = cm0.with_cluster(cluster)
-                # one execution per distinct plan: strategies that agree read the same measurement
-                measured: dict[Any, tuple[str, dict[str, Any]]] = {}
-                for strategy in strategies:
+                state.apply_rates(bw)  # the kernel's rates follow the case's bandwidth
+                rate = bw if bw is not None else None if state.pairs else state.nodes[0].rate_mbps
+                # one execution per distinct plan: strategies (and profiles) that agree read the same measurement
+                executed: dict[Any, tuple[str, dict[str, Any]]] = {}
+                for how, strategy in itertools.product(plan_from, strategies):
+                    cm = models[how].with_cluster(cluster)
                     p = make_plan(cm, strategy, objective)
                     key = tuple((part.nodes, part.targets, part.shares) for part in p.parts)
-                    if key not in measured:
-                        measured[key] = (strategy, _execute(rt, cm, p, name, seed, ref, requests, stream))
-                    first, m = measured[key]
+                    if key not in executed:
+                        executed[key] = (f"{strategy} ({how})", _execute(rt, cm, p, name, seed, ref, requests, stream))
+                    first, m = executed[key]
                     rows.append({
                         "model": name, "cluster": state.cluster, "bandwidth_mbps": rate, "strategy": strategy,
-                        "objective": objective, "predicted_latency_s": p.latency_s,
+                        "planned_from": how, "objective": objective, "predicted_latency_s": p.latency_s,
                         "pred_error": abs(m["measured_latency_s"] - p.latency_s) / m["measured_latency_s"],
                         "predicted_energy_j": p.energy_j, "predicted_throughput_ips": p.throughput_ips, **m,
-                        "same_plan_as": None if first == strategy else first,
+                        "same_plan_as": None if first == f"{strategy} ({how})" else first,
                     })
                     lat = m["measured_latency_s"]
-                    say(f"{name} {rate:g} Mbit/s {strategy}: predicted {p.latency_s * 1e3:.1f} ms, "
+                    say(f"{name} {rate or 'per-pair'} Mbit/s {strategy} ({how}): predicted {p.latency_s * 1e3:.1f} ms, "
                         f"measured {lat * 1e3:.1f} ms")
     finally:
         rt.shutdown()
-        for n in state.nodes:
-            net.set_rate(net.NodeNet(n.index, n.name, 0), n.rate_mbps / state.dilation)
+        state.apply_rates(None)
     return rows
 
 

@@ -3,6 +3,10 @@
 Each device gets a veth pair: one end inside its namespace, one on the bridge. Bandwidth is
 enforced by the kernel (tbf on both ends, so a device's sends and receives are each limited to its
 link rate, like one radio); delay is emulated by the runtime in user space (no `netem` here).
+A cluster whose pairs have links of different rates (hetero4) gets an htb qdisc on both ends
+instead, one class per peer, matched by the peer's address (destination on the device's side,
+source on the bridge's side), so each pair's traffic gets its own link's rate; traffic to the host
+(the Ray head, the driver) goes to an unshaped default class.
 Every name starts with `PREFIX` and every address comes from `SUBNET`, a private range used only
 inside namespaces the testbed created, so `teardown` can find and remove all of it, and only it.
 """
@@ -23,6 +27,8 @@ HOST_IP = str(SUBNET.network_address + 1)
 BURST_BYTES = 64 * 1024
 #: tbf queue: how long a packet may wait before the kernel drops it (drops would make TCP back off)
 QUEUE_LATENCY_MS = 4000
+#: htb's default class (traffic to the host side): far above any emulated link
+UNSHAPED = "10gbit"
 
 
 def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -66,14 +72,38 @@ def _tbf(rate_mbps: float, dev: str, netns: str | None = None) -> None:
        "latency", f"{QUEUE_LATENCY_MS}ms")
 
 
+def _kbit(rate_mbps: float) -> str:
+    return f"{max(8, round(rate_mbps * 1000))}kbit"
+
+
+def _htb(peers: dict[str, float], dev: str, match: str, netns: str | None = None) -> None:
+    """Root htb on `dev`: one class per peer address (Mbit/s), matched as `ip <match> ADDR/32`."""
+    cmd = ["ip", "netns", "exec", netns] if netns else []
+    sh(*cmd, "tc", "qdisc", "del", "dev", dev, "root", check=False)
+    sh(*cmd, "tc", "qdisc", "add", "dev", dev, "root", "handle", "1:", "htb", "default", "1")
+    sh(*cmd, "tc", "class", "add", "dev", dev, "parent", "1:", "classid", "1:1", "htb", "rate", UNSHAPED)
+    for i, (ip, rate) in enumerate(sorted(peers.items()), start=10):
+        sh(*cmd, "tc", "class", "add", "dev", dev, "parent", "1:", "classid", f"1:{i}", "htb", "rate", _kbit(rate),
+           "ceil", _kbit(rate), "burst", str(BURST_BYTES), "cburst", str(BURST_BYTES))
+        sh(*cmd, "tc", "filter", "add", "dev", dev, "parent", "1:", "protocol", "ip", "prio", "1", "u32", "match",
+           "ip", match, f"{ip}/32", "flowid", f"1:{i}")
+
+
 def set_rate(node: NodeNet, rate_mbps: float) -> None:
     """Change a device's link rate in place (both ends), e.g. slot by slot for a fading channel."""
     _tbf(rate_mbps, node.host_if)
     _tbf(rate_mbps, node.ns_if, node.netns)
 
 
-def create(nodes: list[NodeNet]) -> None:
-    """The bridge with the host's address, and a shaped veth into a fresh namespace per node."""
+def set_pair_rates(node: NodeNet, peers: dict[str, float]) -> None:
+    """Per-pair links: the device's traffic to (and from) each peer address at that pair's Mbit/s."""
+    _htb(peers, node.ns_if, "dst", node.netns)
+    _htb(peers, node.host_if, "src")
+
+
+def create(nodes: list[NodeNet], pairs: dict[tuple[int, int], float] | None = None) -> None:
+    """The bridge with the host's address, and a shaped veth into a fresh namespace per node: one
+    rate per device, or, with `pairs` ((index, index) -> Mbit/s, both orders), one per pair."""
     if len(nodes) > SUBNET.num_addresses - 12:
         raise UserError(f"testbed: at most {SUBNET.num_addresses - 12} nodes, got {len(nodes)}")
     sh("ip", "link", "add", BRIDGE, "type", "bridge")
@@ -87,7 +117,10 @@ def create(nodes: list[NodeNet]) -> None:
         sh("ip", "netns", "exec", n.netns, "ip", "addr", "add", f"{n.ip}/{SUBNET.prefixlen}", "dev", n.ns_if)
         sh("ip", "netns", "exec", n.netns, "ip", "link", "set", n.ns_if, "up")
         sh("ip", "netns", "exec", n.netns, "ip", "link", "set", "lo", "up")
-        set_rate(n, n.rate_mbps)
+        if pairs:
+            set_pair_rates(n, {m.ip: pairs[(n.index, m.index)] for m in nodes if (n.index, m.index) in pairs})
+        else:
+            set_rate(n, n.rate_mbps)
 
 
 def set_link(node: NodeNet, up: bool) -> None:

@@ -49,19 +49,43 @@ def state_hash(module: torch.nn.Module) -> str:
 
 @dataclass
 class ModelSource:
-    """How a node rebuilds the model without receiving its weights: a zoo name and seed."""
+    """How a node rebuilds the model without receiving its weights: a zoo name and seed, or a model
+    file (and weights file) on a filesystem every node shares, by absolute path."""
 
     name: str
     seed: int = 0
     batch: int = 1
+    input_shape: tuple[int, ...] | None = None
+    weights: str | None = None
+
+    def load(self) -> Any:
+        """`zoo.load_model` of this source: the same model (and example inputs) on every node."""
+        from dnninfer.zoo import load_model
+
+        return load_model(self.name, input_shape=self.input_shape, batch=self.batch, seed=self.seed,
+                          weights=self.weights)
+
+    @classmethod
+    def of(cls, spec: str, *, seed: int = 0, batch: int = 1, input_shape: Any = None,
+           weights: str | None = None) -> ModelSource:
+        """A source whose file paths (if any) are absolute, so a node's working folder does not matter."""
+        from pathlib import Path
+
+        from dnninfer import zoo
+
+        if spec not in zoo.names():
+            path, sep, factory = spec.partition(":") if spec.count(":") == 1 else (spec, "", "")
+            spec = str(Path(path).resolve()) + sep + factory
+        shape = tuple(int(x) for x in input_shape) if input_shape is not None else None
+        return cls(spec, seed, batch, shape, str(Path(weights).resolve()) if weights else None)
 
 
 class PUWorker:
     """One processing unit: a single-threaded actor on its device's node (its cgroup is joined
     from the host side, where the cgroup tree is mounted)."""
 
-    def __init__(self, target: str) -> None:
-        torch.set_num_threads(1)
+    def __init__(self, target: str, threads: int = 1) -> None:
+        torch.set_num_threads(threads)  # 1 on the testbed (the quota sets the speed); a board's PU: its lanes
         self.target, self.stages, self.links, self._model = target, {}, None, None
 
     def pid(self) -> int:
@@ -74,10 +98,8 @@ class PUWorker:
         Tensors the local model does not have (none for a zoo model's stages) are asked for by
         name and come in `shipped` on a second call; a stage whose filled weights do not hash to
         the driver's is refused, naming this node."""
-        from dnninfer import zoo
-
-        if self._model is None or self._model[0] != (source.name, source.seed):
-            self._model = ((source.name, source.seed), zoo.build_model(source.name, seed=source.seed).state_dict())
+        if self._model is None or self._model[0] != source:
+            self._model = (source, source.load().model.state_dict())
         full, shipped = self._model[1], shipped or {}
         missing = {label: [k for k in st.module.state_dict() if k not in full and k not in shipped.get(label, {})]
                    for label, st in skeletons.items()}
@@ -100,9 +122,13 @@ class PUWorker:
 
     def make_inputs(self, source: ModelSource) -> tuple[Any, ...]:
         """The request's inputs, made here on the source device (they never cross a link)."""
-        from dnninfer import zoo
+        if getattr(self, "_inputs", (None,))[0] != source:  # a model file is loaded once, not per request
+            from dnninfer import zoo
 
-        inputs = zoo.example_inputs(source.name, batch=source.batch, seed=source.seed)
+            made = (zoo.example_inputs(source.name, batch=source.batch, seed=source.seed)
+                    if source.name in zoo.names() and source.input_shape is None else source.load().inputs)
+            self._inputs = (source, tuple(made))
+        inputs = self._inputs[1]
         return inputs if len(inputs) > 1 else inputs[0]
 
     def run(self, label: int, names: list[str], sources: list[str], *values: Any) -> tuple[Any, ...]:
@@ -124,6 +150,19 @@ class PUWorker:
         hops = incoming(names, env, dict(zip(names, sources, strict=True)), self.target, self.links)
         time.sleep(max((h.delay_s for h in hops), default=0.0))
         return env
+
+    def profile(self, source: ModelSource, warmup: int, repeats: int) -> dict[str, Any]:
+        """Per-node seconds of the whole model on this PU (`cost.measure.profile`, not cached: the
+        cache is keyed by the CPU model, which a throttled PU shares with the host)."""
+        import dnninfer
+        from dnninfer.cost.measure import graph_key, profile
+        from dnninfer.graph import capture
+
+        loaded = source.load()
+        graph = capture(loaded.model, loaded.inputs, name=loaded.name)
+        p = profile(graph, warmup=warmup, repeats=repeats, threads=torch.get_num_threads(), cache=False)
+        return {"target": self.target, "graph_key": graph_key(graph), "node_s": p.node_s,
+                "whole_model_s": p.whole_model_s, "torch": torch.__version__, "dnninfer": dnninfer.__version__}
 
     # calibration probes
     def probe(self, repeats: int) -> float:
@@ -179,11 +218,17 @@ class TestbedRuntime:
         import ray
 
         if target not in self.actors:
-            node = target.split("/", 1)[0]
+            node, pu = target.split("/", 1)
             self.state.node(node)
-            a = ray.remote(PUWorker).options(num_cpus=0, resources={f"tb_{node}": 1}).remote(target)
+            threads = 1
+            if self.state.boards:  # a real board's PU runs with all its lanes; the testbed's: one thread in a quota
+                from dnninfer.cost import load_cluster
+
+                threads = load_cluster(self.state.cluster).device(node).pu(pu).lanes
+            a = ray.remote(PUWorker).options(num_cpus=0, resources={f"tb_{node}": 1}).remote(target, threads)
             pid = ray.get(a.pid.remote(), timeout=120)
-            procs.join_cpu_group(target, pid)
+            if target in self.state.quotas:
+                procs.join_cpu_group(target, pid)
             self.actors[target] = a
         return self.actors[target]
 
@@ -193,11 +238,11 @@ class TestbedRuntime:
             for b in targets:
                 if a != b:
                     na, nb = a.split("/", 1)[0], b.split("/", 1)[0]
-                    out[(a, b)] = SameNode() if na == nb else RttLink(self.state.node(na).rtt_ms * self.state.dilation)
+                    out[(a, b)] = SameNode() if na == nb else RttLink(self.state.link(na, nb)[1] * self.state.dilation)
         return out
 
     def deploy(self, graph: Graph, stages: Sequence[Stage], placement: Mapping[int, str], source_target: str,
-               model: ModelSource) -> dict[str, Any]:
+               model: ModelSource, sink_target: str | None = None) -> dict[str, Any]:
         """Send each actor its stages without weights and their hash; each rebuilds them from
         `model`. Only tensors a node cannot rebuild (asked for by name) cross a link, counted."""
         import copy
@@ -207,7 +252,8 @@ class TestbedRuntime:
 
         import dnninfer
 
-        targets = list(dict.fromkeys([source_target, *placement.values()]))
+        sink_target = sink_target or source_target  # where the output is gathered (the source, as planned)
+        targets = list(dict.fromkeys([source_target, sink_target, *placement.values()]))
         links = self.links(targets)
         jobs = {}
         for target in targets:
@@ -237,7 +283,7 @@ class TestbedRuntime:
                 raise UserError(f"testbed node {v['target']}: torch {v['torch']} / dnninfer {v['dnninfer']}, the "
                                 f"driver has {torch.__version__} / {dnninfer.__version__}")
         self.graph, self.stages, self.placement = graph, list(stages), dict(placement)
-        self.source_target, self.model, self.link_map = source_target, model, links
+        self.source_target, self.sink_target, self.model, self.link_map = source_target, sink_target, model, links
         return {"targets": targets, "weights_shipped_bytes": shipped_bytes}
 
     def _inputs(self, timeout_s: float) -> dict[str, Any]:
@@ -263,7 +309,7 @@ class TestbedRuntime:
             metas.append(out[0])
             refs.update(zip(st.outputs, out[1:], strict=True))
         out_names = [n.name for n in graph.output_node.all_input_nodes]
-        final = self.actor(self.source_target).collect.remote(out_names, [where[n] for n in out_names],
+        final = self.actor(self.sink_target).collect.remote(out_names, [where[n] for n in out_names],
                                                               *(refs[n] for n in out_names))
         return final, metas
 
