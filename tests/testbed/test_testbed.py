@@ -141,6 +141,50 @@ def test_bench_smoke_json_contract(clean):
     assert ours["max_abs_error"] <= 1e-5 and ours["weights_shipped_bytes"] == 0
 
 
+_PIPE = """
+import socket, sys, time
+mode, ip, nbytes = sys.argv[1], sys.argv[2], int(sys.argv[3])
+if mode == "serve":
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((ip, 5001)); s.listen()
+    print("ready", flush=True)
+    c, _ = s.accept(); got = 0
+    while got < nbytes:
+        got += len(c.recv(1 << 16))
+    c.sendall(b"k"); c.close()
+else:
+    c = socket.create_connection((ip, 5001)); t0 = time.perf_counter(); c.sendall(b"x" * nbytes); c.recv(1)
+    print(time.perf_counter() - t0)
+"""
+
+
+def _send_s(src: net.NodeNet, dst: net.NodeNet, nbytes: int) -> float:
+    """Seconds to push `nbytes` over TCP from one namespace to another (server acks the last byte)."""
+    server = subprocess.Popen(["ip", "netns", "exec", dst.netns, sys.executable, "-c", _PIPE, "serve", dst.ip,
+                               str(nbytes)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout.readline().strip() == "ready"
+        out = subprocess.run(["ip", "netns", "exec", src.netns, sys.executable, "-c", _PIPE, "send", dst.ip,
+                              str(nbytes)], capture_output=True, text=True, timeout=60, check=True)
+        return float(out.stdout)
+    finally:
+        server.wait(timeout=60)
+
+
+@needs_host
+def test_per_pair_links_shape_each_pair_at_its_own_rate(clean):
+    """hetero4-style links: a slow pair (8 Mbit/s) and a fast pair (80) from the same device. The
+    fast pair is the negative control: a per-device shaper would make both equally slow."""
+    nodes = [net.NodeNet(i, f"n{i}", 0) for i in range(3)]
+    rates = {(0, 1): 8.0, (0, 2): 80.0, (1, 2): 80.0}
+    try:
+        net.create(nodes, {**rates, **{(b, a): r for (a, b), r in rates.items()}})
+        slow, fast = _send_s(nodes[0], nodes[1], 1 << 20), _send_s(nodes[0], nodes[2], 1 << 20)
+    finally:
+        net.teardown()
+    assert 0.5 < slow / (8 * 2**20 / 8e6) < 2.0, slow  # gross misconfiguration only
+    assert slow > 3 * fast, (slow, fast)
+
+
 def test_kendall_tau_reads_orderings():
     from dnninfer.testbed.bench import kendall_tau
 
@@ -206,6 +250,53 @@ rt.shutdown()
 """
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert "REFUSED" in r.stdout and "weights hash" in r.stdout, (r.stdout, r.stderr[-2000:])
+
+
+@needs_host
+def test_profile_on_the_testbed_then_plan_from_it(local3, tmp_path):
+    from dnninfer.cost.measured import load_cluster_profile
+
+    path = tmp_path / "digits_cnn.json"
+    out = json.loads(cli("profile", "digits_cnn", "--cluster", "testbed", "--out", str(path), "--repeats", "3",
+                         "--warmup", "1", "--json").stdout)
+    prof = load_cluster_profile(path)
+    assert set(prof.targets) == {"n1/cpu", "n2/cpu", "n3/cpu"} and prof.dilation == local3["dilation"]
+    assert prof.where == "testbed" and len(out["targets"]) == 3
+    plan = json.loads(cli("partition", "digits_cnn", "--cluster", "local3", "--strategy", "all-local", "--profile",
+                          str(path), "--json").stdout)["plans"][0]
+    assert plan["latency_ms"] == pytest.approx(sum(prof.targets["n1/cpu"].values()) * 1e3, rel=1e-6)
+
+
+@needs_host
+def test_real_boards_join_by_address_and_a_missing_board_is_named(local3, tmp_path):
+    """The boards path on the testbed's own Ray cluster, joined by address and a cluster YAML, as a
+    user with real boards would; a YAML naming a board no Ray node offers is refused, naming it."""
+    st = core.TestbedState.load()
+    env = {**os.environ, "RAY_AUTH_TOKEN": st.token}
+    exe = str(Path(sys.executable).with_name("dnninfer"))
+    base = [exe, "profile", "digits_cnn", "--cluster", st.address, "--repeats", "2", "--warmup", "1", "--json"]
+    r = subprocess.run([*base, "--config", "local3", "--out", str(tmp_path / "b.json")], capture_output=True,
+                       text=True, timeout=300, env=env, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout)["where"].startswith("real boards") and json.loads(r.stdout)["dilation"] == 1.0
+    bad = subprocess.run([*base, "--config", "edge3", "--out", str(tmp_path / "c.json")], capture_output=True,
+                         text=True, timeout=300, env=env, cwd=ROOT)
+    assert bad.returncode == 2 and "tb_rpi4" in bad.stderr and bad.stderr.count("\n") == 1, bad.stderr[-2000:]
+
+
+@needs_host
+def test_dpra_splits_execute_across_a_link_that_follows_the_channel(local3):
+    """Each slot the kernel's rate (read back from tc) is the channel's, divided by the dilation;
+    the executed splits equal the whole model; afterwards the configured rate is back."""
+    out = json.loads(cli("dpra", "simulate", "--model", "digits_cnn", "--slots", "4", "--testbed",
+                         "--host-estimate", "flops", "--json").stdout)
+    rows = out["rows"]
+    assert len(rows) == 4 and all(r["max_abs_error"] <= 1e-5 for r in rows)
+    assert len({round(r["rate_mbps"], 3) for r in rows}) == 4  # Rayleigh fading: a new rate every slot
+    for r in rows:
+        assert r["kernel_rate_mbps"] == pytest.approx(r["rate_mbps"], rel=0.01), r
+    st = core.TestbedState.load()
+    assert net.tbf_rate_mbps(st.netnode("n1")) == pytest.approx(100 / st.dilation, rel=0.01)
 
 
 @needs_host

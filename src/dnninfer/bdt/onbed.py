@@ -71,7 +71,7 @@ class TestbedSlots:
 
         for node in self.state.nodes[:2]:
             net.set_rate(net.NodeNet(node.index, node.name, 0), rate_bps / 1e6 / self.d)
-        shares = {self.gw_t: self.gw_cores / self.d}
+        shares = {self.gw_t: min(1.0, max(0.01, self.gw_cores / self.d))}
         if offload:  # the quota's smallest share is 1% of a core (1 ms of a 100 ms period)
             shares[self.ap_t] = min(1.0, max(0.01, f_inf_hz / REFERENCE_HZ / self.d))
         procs.make_cpu_groups(shares)
@@ -98,13 +98,18 @@ class TestbedSlots:
             self.rt.run()
             self._warm.add(s)
         run = self.rt.run()
+        from dnninfer.testbed import net
+
+        gw = self.state.node(self.gw_t.split("/")[0])
+        kernel = net.tbf_rate_mbps(net.NodeNet(gw.index, gw.name, 0))  # read back: what the kernel enforced
         cal = self.state.calibration
         messages = 1 if s < wl.L else 0
         calls = len(self._stages[s]) + 1  # the stages and the gather
         rtt_half = self.state.link(self.gw_t.split("/")[0], self.ap_t.split("/")[0])[1] / 2e3
         runtime_s = calls * cal.get("call_s", 0.0) + messages * (cal.get("hop_s", 0.0) + rtt_half)
         pred = float(dec.latency[g])
-        row = {"slot": t, "split": s, "offload": s < wl.L, "rate_mbps": rate / 1e6, "f_inf_ghz": f_inf / 1e9,
+        row = {"slot": t, "split": s, "offload": s < wl.L, "rate_mbps": rate / 1e6,
+               "kernel_rate_mbps": None if kernel is None else kernel * self.d, "f_inf_ghz": f_inf / 1e9,
                "predicted_s": pred, "predicted_with_runtime_s": pred + runtime_s, "measured_s": run.latency_s,
                "error": abs(run.latency_s - pred) / run.latency_s,
                "error_with_runtime": abs(run.latency_s - pred - runtime_s) / run.latency_s,

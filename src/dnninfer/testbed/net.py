@@ -95,6 +95,17 @@ def set_rate(node: NodeNet, rate_mbps: float) -> None:
     _tbf(rate_mbps, node.ns_if, node.netns)
 
 
+def tbf_rate_mbps(node: NodeNet) -> float | None:
+    """The rate the kernel enforces now on the device's side of its link (None: no tbf there)."""
+    out = sh("ip", "netns", "exec", node.netns, "tc", "qdisc", "show", "dev", node.ns_if).stdout.split()
+    if "tbf" not in out or "rate" not in out:
+        return None
+    text = out[out.index("rate") + 1]
+    unit = text.lstrip("0123456789.")
+    scale = {"bit": 1e-6, "Kbit": 1e-3, "Mbit": 1.0, "Gbit": 1e3}.get(unit)
+    return float(text[:len(text) - len(unit)]) * scale if scale else None
+
+
 def set_pair_rates(node: NodeNet, peers: dict[str, float]) -> None:
     """Per-pair links: the device's traffic to (and from) each peer address at that pair's Mbit/s."""
     _htb(peers, node.ns_if, "dst", node.netns)
