@@ -97,7 +97,7 @@ def cmd_profile(args: argparse.Namespace) -> None:
 def _profile_cluster(args: argparse.Namespace) -> None:
     """Per-node latency measured on every PU of a running testbed or of real boards, saved as the
     measured profile `partition --profile` plans from."""
-    from dnninfer.cost import load_cluster, profile
+    from dnninfer.cost import profile
     from dnninfer.testbed.profile import profile_cluster, resolve_cluster, summary_rows
     from dnninfer.testbed.runtime import ModelSource
 
@@ -108,7 +108,7 @@ def _profile_cluster(args: argparse.Namespace) -> None:
         raise UserError(f"--out {out}: is a folder; expected a file path for the profile")
     state = resolve_cluster(args.cluster, args.config)
     source = ModelSource.of(args.model, seed=args.seed, batch=args.batch, input_shape=args.input_shape,
-                            weights=args.weights)
+                            weights=args.weights, trust_pickle=args.trust_pickle, flops_rules=args.flops_rules)
     loaded, g = load_graph(args)  # fails here, before any node is asked, for a model that does not load
     with contextlib.redirect_stdout(sys.stderr):  # Ray's notices: stdout keeps the one JSON object
         prof = profile_cluster(source, state, warmup=args.warmup, repeats=args.repeats,
@@ -118,7 +118,7 @@ def _profile_cluster(args: argparse.Namespace) -> None:
     except OSError as e:
         raise UserError(f"--out {out}: cannot write the profile: {e.strerror or e}") from None
     host = profile(g, threads=1, repeats=args.repeats, warmup=args.warmup, cache=not args.no_cache)
-    rows = summary_rows(prof, load_cluster(state.cluster), host.total_s)
+    rows = summary_rows(prof, state.load_cluster(), host.whole_model_s)
     obj = {"model": loaded.name, "cluster": state.cluster, "where": prof.where, "dilation": prof.dilation,
            "profile": str(out), "targets": rows}
     emit(args, obj, f"{loaded.name} measured on {prof.where} ({state.cluster}); speed = host one-thread time / "

@@ -44,10 +44,20 @@ def cli(*args: str, check: bool = True, timeout: float = 300) -> subprocess.Comp
     return r
 
 
+def _nothing_running() -> None:
+    """Fail when a live testbed is up; remove the dead remains of a crashed one (namespaces, links,
+    cgroups and state whose processes are all gone), which no one is using."""
+    left = core.leftovers()
+    assert not left["processes"], f"a testbed is running: {left}"
+    if any(left.values()):
+        cli("testbed", "down")
+        assert not any(core.leftovers().values()), core.leftovers()
+
+
 @pytest.fixture
 def clean():
     """Nothing of ours before the test, and nothing after it, whatever happens in between."""
-    assert not any(core.leftovers().values()), f"a testbed is already up: {core.leftovers()}"
+    _nothing_running()
     yield
     cli("testbed", "down", check=False)
     assert not any(core.leftovers().values()), core.leftovers()
@@ -91,6 +101,21 @@ def test_status_without_a_testbed_is_a_one_line_error():
         pytest.skip("a testbed is up")
     r = cli("testbed", "status", check=False)
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "testbed up" in r.stderr
+
+
+@pytest.mark.parametrize("args, says", [
+    (("dpra", "simulate", "--gateway", "1"), "--gateway: goes with --testbed"),
+    (("dpra", "simulate", "--testbed", "--run"), "--testbed: one --method at a time, without --run"),
+    (("profile", "digits_cnn", "--cluster", "testbed"), "--cluster: needs --out FILE"),
+    (("profile", "digits_cnn", "--cluster", "nohost", "--config", "local3", "--out", "x.json"),
+     "expected testbed or a Ray address HOST:PORT"),
+    (("profile", "digits_cnn", "--cluster", "10.0.0.1:6379", "--out", "x.json"), "real boards need --config"),
+    (("testbed", "run", "digits_cnn", "--plan-from", "guess"), "expected measured, cited or both"),
+])
+def test_testbed_options_fail_in_one_line(args, says, tmp_path):
+    exe = str(Path(sys.executable).with_name("dnninfer"))
+    r = subprocess.run([exe, *args], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 2 and says in r.stderr and r.stderr.count("\n") == 1, r.stderr[-1500:]
 
 
 # -- on the machine ------------------------------------------------------------------------------------
@@ -149,7 +174,10 @@ if mode == "serve":
     print("ready", flush=True)
     c, _ = s.accept(); got = 0
     while got < nbytes:
-        got += len(c.recv(1 << 16))
+        chunk = c.recv(1 << 16)
+        if not chunk:
+            break
+        got += len(chunk)
     c.sendall(b"k"); c.close()
 else:
     c = socket.create_connection((ip, 5001)); t0 = time.perf_counter(); c.sendall(b"x" * nbytes); c.recv(1)
@@ -196,7 +224,7 @@ def test_kendall_tau_reads_orderings():
 
 @pytest.fixture(scope="module")
 def local3():
-    assert not any(core.leftovers().values()), f"a testbed is already up: {core.leftovers()}"
+    _nothing_running()
     try:
         yield json.loads(cli("testbed", "up", "local3", "--json").stdout)
     finally:
@@ -262,6 +290,8 @@ def test_profile_on_the_testbed_then_plan_from_it(local3, tmp_path):
     prof = load_cluster_profile(path)
     assert set(prof.targets) == {"n1/cpu", "n2/cpu", "n3/cpu"} and prof.dilation == local3["dilation"]
     assert prof.where == "testbed" and len(out["targets"]) == 3
+    for row in out["targets"]:  # gross misconfiguration only (e.g. the dilation not divided out)
+        assert 1 / 3 < row["measured_speed"] / row["cited_speed"] < 3, out["targets"]
     plan = json.loads(cli("partition", "digits_cnn", "--cluster", "local3", "--strategy", "all-local", "--profile",
                           str(path), "--json").stdout)["plans"][0]
     assert plan["latency_ms"] == pytest.approx(sum(prof.targets["n1/cpu"].values()) * 1e3, rel=1e-6)
@@ -279,9 +309,15 @@ def test_real_boards_join_by_address_and_a_missing_board_is_named(local3, tmp_pa
                        text=True, timeout=300, env=env, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads(r.stdout)["where"].startswith("real boards") and json.loads(r.stdout)["dilation"] == 1.0
-    bad = subprocess.run([*base, "--config", "edge3", "--out", str(tmp_path / "c.json")], capture_output=True,
+    yaml = tmp_path / "boards.yaml"  # a user's own YAML, by path: one board no Ray node offers
+    yaml.write_text("name: myboards\nnodes:\n  - {name: n1, device: host1}\n  - {name: ghost, device: host1}\n"
+                    "default_link: {name: lan, bandwidth_mbps: 100, rtt_ms: 1, energy_nj_per_bit: 0}\n")
+    bad = subprocess.run([*base, "--config", str(yaml), "--out", str(tmp_path / "c.json")], capture_output=True,
                          text=True, timeout=300, env=env, cwd=ROOT)
-    assert bad.returncode == 2 and "tb_rpi4" in bad.stderr and bad.stderr.count("\n") == 1, bad.stderr[-2000:]
+    assert bad.returncode == 2 and "tb_ghost" in bad.stderr and bad.stderr.count("\n") == 1, bad.stderr[-2000:]
+    gpu = subprocess.run([*base, "--config", "edge3", "--out", str(tmp_path / "d.json")], capture_output=True,
+                         text=True, timeout=300, env=env, cwd=ROOT)
+    assert gpu.returncode == 2 and "nano/gpu is a gpu" in gpu.stderr, gpu.stderr[-2000:]
 
 
 @needs_host
@@ -296,7 +332,12 @@ def test_dpra_splits_execute_across_a_link_that_follows_the_channel(local3):
     for r in rows:
         assert r["kernel_rate_mbps"] == pytest.approx(r["rate_mbps"], rel=0.01), r
     st = core.TestbedState.load()
-    assert net.tbf_rate_mbps(st.netnode("n1")) == pytest.approx(100 / st.dilation, rel=0.01)
+    for node in ("n1", "n2"):  # the configured rates and quotas are back
+        assert net.tbf_rate_mbps(st.netnode(node)) == pytest.approx(100 / st.dilation, rel=0.01)
+    for target, q in st.quotas.items():
+        d = procs.CPU / procs.cpu_key(target)
+        got = int((d / "cpu.cfs_quota_us").read_text()) / int((d / "cpu.cfs_period_us").read_text())
+        assert got == pytest.approx(q["quota_us"] / q["period_us"], rel=0.02), target
 
 
 @needs_host

@@ -31,6 +31,10 @@ from dnninfer.errors import UserError
 
 __all__ = ["TestbedSlots", "run_on_testbed"]
 
+#: real seconds a slot's request may take before the testbed counts it as failed (a deep fade at
+#: the 8 kbit/s floor of tbf is the slowest case)
+SLOT_TIMEOUT_S = 300.0
+
 
 class TestbedSlots:
     """The `on_slot` hook of `dpra.simulate` that executes gateway `gateway`'s split on the testbed."""
@@ -58,7 +62,6 @@ class TestbedSlots:
         self.rt = TestbedRuntime(self.state)
         self.say = log or (lambda msg: None)
         self.rows: list[dict[str, Any]] = []
-        self._warm: set[int] = set()
         self._deployed: int | None = None
         self._stages: dict[int, list[Any]] = {}
         import torch
@@ -77,6 +80,8 @@ class TestbedSlots:
         procs.make_cpu_groups(shares)
 
     def _deploy(self, s: int) -> None:
+        """Deploy split `s` (unless it is deployed) and warm it up: a deployment's first calls start
+        threads and fill caches, and every deployment rebuilds its stage modules."""
         if self._deployed == s:
             return
         g, L = self.gwl.graph, self.gwl.workload.L
@@ -86,20 +91,21 @@ class TestbedSlots:
         placement = {st.index: self.gw_t if st.index == 0 else self.ap_t for st in stages}
         self.rt.deploy(g, stages, placement, self.gw_t, self.source, sink_target=self.gw_t if s >= L else self.ap_t)
         self._deployed = s
+        self.rt.run(timeout_s=SLOT_TIMEOUT_S)
 
     def __call__(self, t: int, dec: SlotDecision, state: SlotState) -> None:
         from dnninfer.graph import max_abs_diff
+        from dnninfer.runtime.ray_runtime import NodeFailure
+        from dnninfer.testbed import net
 
         g, wl = self.g, self.gwl.workload
         s, rate, f_inf = int(dec.s[g]), float(state.rates[g]), float(dec.f_inf[g])
         self._set(rate, f_inf, s < wl.L)
-        self._deploy(s)
-        if s not in self._warm:  # first calls of a deployment start threads and fill caches
-            self.rt.run()
-            self._warm.add(s)
-        run = self.rt.run()
-        from dnninfer.testbed import net
-
+        try:
+            self._deploy(s)
+            run = self.rt.run(timeout_s=SLOT_TIMEOUT_S)
+        except NodeFailure as e:
+            raise UserError(f"dpra --testbed: slot {t} (split {s}, {rate / 1e6:.3g} Mbit/s): {e}") from None
         gw = self.state.node(self.gw_t.split("/")[0])
         kernel = net.tbf_rate_mbps(net.NodeNet(gw.index, gw.name, 0))  # read back: what the kernel enforced
         cal = self.state.calibration
@@ -125,9 +131,11 @@ class TestbedSlots:
         try:
             self.rt.shutdown()
         finally:
-            self.state.apply_rates(None)
-            for target, q in self.state.quotas.items():
-                procs.make_cpu_groups({target: q["quota_us"] / q["period_us"]})
+            try:
+                self.state.apply_rates(None)
+            finally:
+                for target, q in self.state.quotas.items():
+                    procs.make_cpu_groups({target: q["quota_us"] / q["period_us"]})
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:

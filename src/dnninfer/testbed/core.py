@@ -64,6 +64,7 @@ class TestbedState:
     #: per-pair links ("a|b" with a < b -> [Mbit/s, RTT ms], undilated); empty: one access link per device
     pairs: dict[str, list[float]] = field(default_factory=dict)
     host: str = net.HOST_IP  # the Ray head (real boards: wherever it runs)
+    source: str = ""  # the cluster as given: a config name or the YAML's absolute path
     boards: bool = False  # real boards joined by hand: no namespaces, quotas, dilation or emulated RTT
 
     @property
@@ -81,13 +82,25 @@ class TestbedState:
         if not (sep and host and port.isdigit() and 0 < int(port) < 65536):
             raise UserError(f"--cluster {address!r}: expected testbed or a Ray address HOST:PORT")
         cluster = load_cluster(cluster_name)
+        gpus = [(n, pu) for n in cluster.node_names for pu in cluster.device(n).pus if pu.kind != "cpu"]
+        if gpus:  # the PU workers run CPU torch; timing a GPU's share on one CPU thread would be wrong
+            n, pu = gpus[0]
+            raise UserError(f"real boards: PU {n}/{pu.name} is a {pu.kind}; only CPU processing units run through "
+                            "the Ray workers so far (describe the board with its CPU PUs only)")
         shares = pu_shares(cluster)
         nodes = []
         for i, n in enumerate(cluster.nodes):
             pus = {t.split("/", 1)[1]: v for t, v in shares.items() if t.split("/", 1)[0] == n.name}
             nodes.append(NodeState(i, n.name, n.device, "", "", 0.0, 0.0, pus))  # real links: nothing emulated
         token = token if token is not None else os.environ.get("RAY_AUTH_TOKEN", "")
-        return cls(cluster.name, 1.0, int(port), token, nodes, host=host, boards=True, started=time.time())
+        return cls(cluster.name, 1.0, int(port), token, nodes, host=host, boards=True, started=time.time(),
+                   source=_cluster_source(cluster_name))
+
+    def load_cluster(self) -> Any:
+        """The cluster config this state was made from (a user's YAML by its path, not its name)."""
+        from dnninfer.cost import load_cluster
+
+        return load_cluster(self.source or self.cluster)
 
     def node(self, name: str) -> NodeState:
         for n in self.nodes:
@@ -118,7 +131,7 @@ class TestbedState:
                     if rate > 0:
                         peers[nets[m.name].ip] = (mbps or rate) / self.dilation
                 net.set_pair_rates(nets[n.name], peers)
-            else:
+            elif mbps or n.rate_mbps:
                 net.set_rate(nets[n.name], (mbps or n.rate_mbps) / self.dilation)
 
     def save(self) -> None:
@@ -135,6 +148,12 @@ class TestbedState:
         d = json.loads(STATE_FILE.read_text())
         d["nodes"] = [NodeState(**n) for n in d["nodes"]]
         return cls(**d)
+
+
+def _cluster_source(name_or_path: str) -> str:
+    """A config name as given; a YAML path made absolute (a later command may run elsewhere)."""
+    p = Path(name_or_path)
+    return str(p.resolve()) if p.suffix in (".yaml", ".yml") or os.sep in name_or_path else name_or_path
 
 
 def pu_shares(cluster: Any) -> dict[str, float]:
@@ -170,6 +189,11 @@ def _links(cluster: Any) -> tuple[float, float, dict[str, list[float]]]:
     links = {(s.link.bandwidth_mbps, s.link.rtt_ms) for s in cluster.links}
     if cluster.default_link is not None:
         links.add((cluster.default_link.bandwidth_mbps, cluster.default_link.rtt_ms))
+    if not links:
+        if len(cluster.nodes) > 1:
+            raise UserError(f"testbed: cluster {cluster.name!r} has no links between its {len(cluster.nodes)} "
+                            "devices; expected a default_link or links")
+        return 0.0, 0.0, {}  # one device: nothing to shape
     if len(links) == 1:
         rate, rtt = links.pop()
         return rate, rtt, {}
@@ -218,7 +242,7 @@ def up(cluster_name: str, dilation: float | None = None, *, calibrate: bool = Tr
     try:
         net.create(nets, pair_rates or None)
         state = TestbedState(cluster.name, d, _free_port(), secrets.token_hex(16), nodes, started=time.time(),
-                             pairs=pairs)
+                             pairs=pairs, source=_cluster_source(cluster_name))
         state.quotas = procs.make_cpu_groups({t: s / d for t, s in shares.items()})
         state.save()
         STATE_DIR.joinpath("ray").mkdir(exist_ok=True)

@@ -40,7 +40,6 @@ def run_cases(models: Sequence[str], strategies: Sequence[str], *, bandwidths: S
     model on every PU of the testbed (`testbed.profile`) and plans from those seconds, which is how
     per-op-kind speeds (a GPU's) that a quota cannot emulate are kept out of the predictions."""
     from dnninfer import zoo
-    from dnninfer.cost import load_cluster
     from dnninfer.graph import capture
     from dnninfer.partition.costmodel import CostModel
     from dnninfer.partition.replan import with_bandwidth
@@ -56,7 +55,7 @@ def run_cases(models: Sequence[str], strategies: Sequence[str], *, bandwidths: S
     if unknown:
         raise UserError(f"--strategy: expected names from {', '.join(STRATEGIES)}, got {unknown[0]!r}")
     state = TestbedState.load()
-    base = load_cluster(state.cluster)
+    base = state.load_cluster()
     rt = TestbedRuntime(state)
     rows: list[dict[str, Any]] = []
     say = log or (lambda msg: None)
@@ -70,14 +69,14 @@ def run_cases(models: Sequence[str], strategies: Sequence[str], *, bandwidths: S
                 ref = model(*inputs)
             # host times measured once per model; the runtime's own costs fitted on the calibration
             # probes at `up` (0 without them)
-            models = {}
+            cost_models = {}
             for how in plan_from:
                 prof = None
                 if how == "measured":
                     from dnninfer.testbed.profile import profile_cluster
 
                     prof = profile_cluster(ModelSource(name, seed), runtime=rt, log=say)
-                models[how] = CostModel.build(graph, base, host=host, call_s=state.calibration.get("call_s", 0.0),
+                cost_models[how] = CostModel.build(graph, base, host=host, call_s=state.calibration.get("call_s", 0.0),
                                               hop_s=state.calibration.get("hop_s", 0.0), measured=prof)
             for bw in bandwidths:
                 cluster = base if bw is None else with_bandwidth(base, bw)
@@ -85,8 +84,9 @@ def run_cases(models: Sequence[str], strategies: Sequence[str], *, bandwidths: S
                 rate = bw if bw is not None else None if state.pairs else state.nodes[0].rate_mbps
                 # one execution per distinct plan: strategies (and profiles) that agree read the same measurement
                 executed: dict[Any, tuple[str, dict[str, Any]]] = {}
+                cms = {how: cost_models[how].with_cluster(cluster) for how in plan_from}  # plans memoised per model
                 for how, strategy in itertools.product(plan_from, strategies):
-                    cm = models[how].with_cluster(cluster)
+                    cm = cms[how]
                     p = make_plan(cm, strategy, objective)
                     key = tuple((part.nodes, part.targets, part.shares) for part in p.parts)
                     if key not in executed:
@@ -103,8 +103,10 @@ def run_cases(models: Sequence[str], strategies: Sequence[str], *, bandwidths: S
                     say(f"{name} {rate or 'per-pair'} Mbit/s {strategy} ({how}): predicted {p.latency_s * 1e3:.1f} ms, "
                         f"measured {lat * 1e3:.1f} ms")
     finally:
-        rt.shutdown()
-        state.apply_rates(None)
+        try:
+            rt.shutdown()
+        finally:
+            state.apply_rates(None)
     return rows
 
 

@@ -48,7 +48,6 @@ def fault_run(model: str, *, fault: str = "link", strategy: str = "uniform", req
     """Serve `requests` requests one after another; inject `fault` on a non-source device of the plan
     before request `at` (default: a third of the way); on a failure re-plan without that device."""
     from dnninfer import zoo
-    from dnninfer.cost import load_cluster
     from dnninfer.graph import capture, max_abs_diff
     from dnninfer.partition.costmodel import CostModel
     from dnninfer.partition.execute import materialize
@@ -67,7 +66,7 @@ def fault_run(model: str, *, fault: str = "link", strategy: str = "uniform", req
     with torch.no_grad():
         ref = m(*x)
     cal = state.calibration
-    cm = CostModel.build(graph, load_cluster(state.cluster), host=host, call_s=cal.get("call_s", 0.0),
+    cm = CostModel.build(graph, state.load_cluster(), host=host, call_s=cal.get("call_s", 0.0),
                          hop_s=cal.get("hop_s", 0.0))
     p = make_plan(cm, strategy)
     victims = [n for n in p.nodes_used if n != cm.source]

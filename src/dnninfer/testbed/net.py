@@ -85,6 +85,9 @@ def _htb(peers: dict[str, float], dev: str, match: str, netns: str | None = None
     for i, (ip, rate) in enumerate(sorted(peers.items()), start=10):
         sh(*cmd, "tc", "class", "add", "dev", dev, "parent", "1:", "classid", f"1:{i}", "htb", "rate", _kbit(rate),
            "ceil", _kbit(rate), "burst", str(BURST_BYTES), "cburst", str(BURST_BYTES))
+        # the leaf's queue holds QUEUE_LATENCY_MS of traffic, as tbf's does (drops would make TCP back off)
+        limit = max(1 << 20, round(rate * 1e6 / 8 * QUEUE_LATENCY_MS / 1e3))
+        sh(*cmd, "tc", "qdisc", "add", "dev", dev, "parent", f"1:{i}", "handle", f"{i}:", "bfifo", "limit", str(limit))
         sh(*cmd, "tc", "filter", "add", "dev", dev, "parent", "1:", "protocol", "ip", "prio", "1", "u32", "match",
            "ip", match, f"{ip}/32", "flowid", f"1:{i}")
 
@@ -130,7 +133,7 @@ def create(nodes: list[NodeNet], pairs: dict[tuple[int, int], float] | None = No
         sh("ip", "netns", "exec", n.netns, "ip", "link", "set", "lo", "up")
         if pairs:
             set_pair_rates(n, {m.ip: pairs[(n.index, m.index)] for m in nodes if (n.index, m.index) in pairs})
-        else:
+        elif n.rate_mbps > 0:  # a lone device has no link to shape
             set_rate(n, n.rate_mbps)
 
 

@@ -25,18 +25,16 @@ def profile_cluster(source: ModelSource, state: TestbedState | None = None, *, w
                     runtime: TestbedRuntime | None = None,
                     log: Callable[[str], None] | None = None) -> ClusterProfile:
     """Measure `source`'s per-node seconds on every PU of the cluster; undilated seconds."""
-    import ray
-    from ray.exceptions import RayTaskError
-
     import dnninfer
     from dnninfer.cost.measure import graph_key
     from dnninfer.env import capture_env
-    from dnninfer.graph import capture
 
-    rt = runtime or TestbedRuntime(state)
+    rt = runtime or TestbedRuntime(state)  # joins the cluster: Ray must not be imported before it
     state = rt.state
-    loaded = source.load()
-    graph = capture(loaded.model, loaded.inputs, name=loaded.name)
+    import ray
+    from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+
+    loaded, graph = source.capture()
     key = graph_key(graph)
     say = log or (lambda msg: None)
     rounds: list[list[str]] = []
@@ -46,6 +44,7 @@ def profile_cluster(source: ModelSource, state: TestbedState | None = None, *, w
                 rounds.append([])
             rounds[i].append(f"{n.name}/{pu}")
     answers = []
+    targets: list[str] = []
     try:
         for targets in rounds:
             say(f"profiling {loaded.name} on {', '.join(targets)}")
@@ -53,6 +52,9 @@ def profile_cluster(source: ModelSource, state: TestbedState | None = None, *, w
     except RayTaskError as e:
         cause = e.cause if getattr(e, "cause", None) is not None else e
         raise UserError(str(cause).strip().splitlines()[-1]) from None
+    except (RayActorError, GetTimeoutError) as e:  # a worker that died or never answered: name where
+        raise UserError(f"profiling on {', '.join(targets)} failed ({type(e).__name__}): "
+                        f"{str(e).strip().splitlines()[0] if str(e).strip() else 'no answer'}") from None
     finally:
         if runtime is None:
             rt.shutdown()
@@ -87,8 +89,9 @@ def resolve_cluster(where: str, config: str | None) -> TestbedState:
     return TestbedState.for_boards(where, config)
 
 
-def summary_rows(profile: ClusterProfile, cluster: Any, host_total_s: float) -> list[dict[str, Any]]:
-    """Per PU: measured whole-model seconds and the speed it implies, beside the cited speed."""
+def summary_rows(profile: ClusterProfile, cluster: Any, host_whole_s: float) -> list[dict[str, Any]]:
+    """Per PU: measured whole-model seconds and the speed it implies (the host's one-thread
+    whole-model time over the PU's), beside the cited speed."""
     rows = []
     for target, per in profile.targets.items():
         node, pu = target.split("/", 1)
@@ -96,5 +99,6 @@ def summary_rows(profile: ClusterProfile, cluster: Any, host_total_s: float) -> 
         total = sum(per.values())
         rows.append({"target": target, "measured_ms": round(total * 1e3, 3),
                      "whole_model_ms": round(profile.whole_model_s.get(target, 0.0) * 1e3, 3),
-                     "measured_speed": round(host_total_s / total, 4), "cited_speed": round(p.rate("conv"), 4)})
+                     "measured_speed": round(host_whole_s / profile.whole_model_s.get(target, total), 4),
+                     "cited_speed": round(p.rate("conv"), 4)})
     return rows

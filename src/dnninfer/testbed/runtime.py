@@ -47,6 +47,10 @@ def state_hash(module: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+#: real seconds of back-to-back whole-model runs that set a profiled PU's sustained speed
+SUSTAIN_S = 0.3
+
+
 @dataclass
 class ModelSource:
     """How a node rebuilds the model without receiving its weights: a zoo name and seed, or a model
@@ -57,17 +61,32 @@ class ModelSource:
     batch: int = 1
     input_shape: tuple[int, ...] | None = None
     weights: str | None = None
+    trust_pickle: bool = False
+    flops_rules: str | None = None  # a rules file: part of the graph's identity (FLOPs are hashed)
 
     def load(self) -> Any:
         """`zoo.load_model` of this source: the same model (and example inputs) on every node."""
         from dnninfer.zoo import load_model
 
         return load_model(self.name, input_shape=self.input_shape, batch=self.batch, seed=self.seed,
-                          weights=self.weights)
+                          weights=self.weights, trust_pickle=self.trust_pickle)
+
+    def capture(self) -> tuple[Any, Graph]:
+        """(loaded model, its Graph) captured with this source's FLOPs rules, as the driver does."""
+        import warnings
+
+        from dnninfer.graph import capture
+        from dnninfer.zoo.load import load_flops_rules
+
+        loaded = self.load()
+        rules = load_flops_rules(self.flops_rules) if self.flops_rules else None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the driver already said which ops are estimated
+            return loaded, capture(loaded.model, loaded.inputs, name=loaded.name, flops_rules=rules)
 
     @classmethod
-    def of(cls, spec: str, *, seed: int = 0, batch: int = 1, input_shape: Any = None,
-           weights: str | None = None) -> ModelSource:
+    def of(cls, spec: str, *, seed: int = 0, batch: int = 1, input_shape: Any = None, weights: str | None = None,
+           trust_pickle: bool = False, flops_rules: str | None = None) -> ModelSource:
         """A source whose file paths (if any) are absolute, so a node's working folder does not matter."""
         from pathlib import Path
 
@@ -77,7 +96,8 @@ class ModelSource:
             path, sep, factory = spec.partition(":") if spec.count(":") == 1 else (spec, "", "")
             spec = str(Path(path).resolve()) + sep + factory
         shape = tuple(int(x) for x in input_shape) if input_shape is not None else None
-        return cls(spec, seed, batch, shape, str(Path(weights).resolve()) if weights else None)
+        return cls(spec, seed, batch, shape, str(Path(weights).resolve()) if weights else None, trust_pickle,
+                   str(Path(flops_rules).resolve()) if flops_rules else None)
 
 
 class PUWorker:
@@ -144,25 +164,39 @@ class PUWorker:
         compute = time.perf_counter() - t0
         return ({"compute_s": compute, "label": label, "hops": len(hops)}, *outs)
 
-    def collect(self, names: list[str], sources: list[str], *values: Any) -> dict[str, Any]:
-        """The output's values, gathered on the source device (as the simulator assumes)."""
+    def collect(self, names: list[str], sources: list[str], *values: Any) -> tuple[float, dict[str, Any]]:
+        """The output's values, gathered on the sink device (the source, as the simulator assumes),
+        and the moment they were all there: the request ends here, not when the driver has read
+        them back over the sink's link."""
         env = dict(zip(names, values, strict=True))
         hops = incoming(names, env, dict(zip(names, sources, strict=True)), self.target, self.links)
         time.sleep(max((h.delay_s for h in hops), default=0.0))
-        return env
+        return time.perf_counter(), env
 
     def profile(self, source: ModelSource, warmup: int, repeats: int) -> dict[str, Any]:
-        """Per-node seconds of the whole model on this PU (`cost.measure.profile`, not cached: the
-        cache is keyed by the CPU model, which a throttled PU shares with the host)."""
+        """Per-node seconds of the whole model on this PU, at its sustained speed.
+
+        Per-node medians (`cost.measure.profile`, not cached: the cache is keyed by the CPU model,
+        which a throttled PU shares with the host) see a CFS quota only as rare stalls, which a
+        median drops: a layer shorter than the quota runs at full speed. So the medians are scaled
+        to the mean time of back-to-back whole-model runs over at least `SUSTAIN_S` (many CFS
+        periods); on a real board that scale is just the interpreter's overhead."""
         import dnninfer
         from dnninfer.cost.measure import graph_key, profile
-        from dnninfer.graph import capture
 
-        loaded = source.load()
-        graph = capture(loaded.model, loaded.inputs, name=loaded.name)
+        _, graph = source.capture()
         p = profile(graph, warmup=warmup, repeats=repeats, threads=torch.get_num_threads(), cache=False)
-        return {"target": self.target, "graph_key": graph_key(graph), "node_s": p.node_s,
-                "whole_model_s": p.whole_model_s, "torch": torch.__version__, "dnninfer": dnninfer.__version__}
+        runs, t0 = 0, time.perf_counter()
+        with torch.no_grad():
+            while runs < 2 or time.perf_counter() - t0 < SUSTAIN_S:
+                graph.gm(*graph.example_inputs)
+                runs += 1
+        sustained = (time.perf_counter() - t0) / runs
+        scale = sustained / p.total_s
+        node_s = {n: v * scale for n, v in p.node_s.items()}
+        return {"target": self.target, "graph_key": graph_key(graph), "node_s": node_s,
+                "whole_model_s": sustained, "node_median_total_s": p.total_s, "sustained_runs": runs,
+                "torch": torch.__version__, "dnninfer": dnninfer.__version__}
 
     # calibration probes
     def probe(self, repeats: int) -> float:
@@ -222,9 +256,7 @@ class TestbedRuntime:
             self.state.node(node)
             threads = 1
             if self.state.boards:  # a real board's PU runs with all its lanes; the testbed's: one thread in a quota
-                from dnninfer.cost import load_cluster
-
-                threads = load_cluster(self.state.cluster).device(node).pu(pu).lanes
+                threads = self.state.load_cluster().device(node).pu(pu).lanes
             a = ray.remote(PUWorker).options(num_cpus=0, resources={f"tb_{node}": 1}).remote(target, threads)
             pid = ray.get(a.pid.remote(), timeout=120)
             if target in self.state.quotas:
@@ -248,7 +280,7 @@ class TestbedRuntime:
         import copy
 
         import ray
-        from ray.exceptions import RayTaskError
+        from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
         import dnninfer
 
@@ -278,6 +310,9 @@ class TestbedRuntime:
         except RayTaskError as e:
             cause = e.cause if getattr(e, "cause", None) is not None else e
             raise UserError(str(cause).strip().splitlines()[-1]) from None
+        except (RayActorError, GetTimeoutError) as e:
+            raise UserError(f"deploying on {', '.join(targets)} failed ({type(e).__name__}): a node died or did "
+                            "not answer") from None
         for v in answers:
             if (v["torch"], v["dnninfer"]) != (torch.__version__, dnninfer.__version__):
                 raise UserError(f"testbed node {v['target']}: torch {v['torch']} / dnninfer {v['dnninfer']}, the "
@@ -309,13 +344,16 @@ class TestbedRuntime:
             metas.append(out[0])
             refs.update(zip(st.outputs, out[1:], strict=True))
         out_names = [n.name for n in graph.output_node.all_input_nodes]
-        final = self.actor(self.sink_target).collect.remote(out_names, [where[n] for n in out_names],
-                                                              *(refs[n] for n in out_names))
-        return final, metas
+        done, final = self.actor(self.sink_target).collect.options(num_returns=2).remote(
+            out_names, [where[n] for n in out_names], *(refs[n] for n in out_names))
+        return (done, final), metas
 
     def run(self, timeout_s: float = 600) -> TestbedRun:
         """One request: input made on the source PU, stages chained by object refs, output
-        gathered back on the source PU; latency measured from the first call to the gathered output."""
+        gathered on the sink PU; latency measured from the first call to the moment the output is
+        there. The testbed's nodes share this machine's monotonic clock, so that moment is read on
+        the sink, and the driver's read-back of the output over the sink's link is not counted; on
+        real boards (other clocks) it is the moment the driver learns it (a small message)."""
         import ray
         from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
@@ -324,12 +362,14 @@ class TestbedRuntime:
         try:
             refs = self._inputs(timeout_s)
             t0 = time.perf_counter()
-            final, metas = self._submit(refs)
+            (done, final), metas = self._submit(refs)
+            t_done = ray.get(done, timeout=timeout_s)
+            t_end = time.perf_counter()
             values = ray.get(final, timeout=timeout_s)
         except (GetTimeoutError, RayActorError, RayTaskError) as e:
             node = self._stuck_node(locals().get("metas", []))
             raise NodeFailure(f"testbed request failed ({type(e).__name__}) at node {node!r}", node) from None
-        wall = time.perf_counter() - t0
+        wall = (t_end if self.state.boards else t_done) - t0
         d = self.state.dilation
         meta = ray.get(metas, timeout=timeout_s)
         return TestbedRun(output=assemble_output(self.graph, values), latency_s=wall / d,
@@ -360,9 +400,10 @@ class TestbedRuntime:
 
         inputs = [self._inputs(timeout_s) for _ in range(requests)]
         t0 = time.perf_counter()
-        finals = [self._submit(refs)[0] for refs in inputs]
-        ray.get(finals, timeout=timeout_s)
-        return requests / ((time.perf_counter() - t0) / self.state.dilation)
+        done = [self._submit(refs)[0][0] for refs in inputs]
+        t_done = max(ray.get(done, timeout=timeout_s))
+        end = time.perf_counter() if self.state.boards else t_done
+        return requests / ((end - t0) / self.state.dilation)
 
     def shutdown(self) -> None:
         import ray
