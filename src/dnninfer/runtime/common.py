@@ -80,6 +80,18 @@ def link_between(links: Links, a: str, b: str) -> Link | None:
     return found
 
 
+def compact(values: Any) -> Any:
+    """Values as they should cross a link: a tensor that views a larger storage (a tile's row
+    slice, a narrowed halo) is copied out, because pickling a view sends its whole base. Measured
+    on the testbed: each CoEdge tile shipped the full 602 KB input instead of its 13-19 KB rows."""
+    def own(v: Any) -> Any:
+        if isinstance(v, torch.Tensor) and v.untyped_storage().nbytes() > v.numel() * v.element_size():
+            return v.clone(memory_format=torch.contiguous_format)
+        return v
+
+    return pytree.tree_map(own, values)
+
+
 def tensor_bytes(values: Any) -> int:
     return sum(t.numel() * t.element_size() for t in pytree.tree_leaves(values) if isinstance(t, torch.Tensor))
 

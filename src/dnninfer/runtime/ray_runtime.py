@@ -14,7 +14,7 @@ from typing import Any
 from dnninfer.errors import UserError
 from dnninfer.graph import Graph, Stage
 from dnninfer.graph.split import assemble_output
-from dnninfer.runtime.common import Links, RunResult, check_placement, producers
+from dnninfer.runtime.common import Links, RunResult, check_placement, compact, producers
 from dnninfer.runtime.inprocess import incoming
 
 
@@ -57,7 +57,7 @@ class _NodeWorker:
         with torch.no_grad():
             outs = stage(*(env[n] for n in names))
         compute = time.perf_counter() - t0
-        return {"values": dict(zip(stage.outputs, outs, strict=True)), "compute_s": compute,
+        return {"values": dict(zip(stage.outputs, compact(outs), strict=True)), "compute_s": compute,
                 "transfers": hops, "label": label}
 
 

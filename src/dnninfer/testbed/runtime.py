@@ -23,7 +23,7 @@ import torch
 from dnninfer.errors import UserError
 from dnninfer.graph import Graph, Stage
 from dnninfer.graph.split import assemble_output
-from dnninfer.runtime.common import SameNode, producers
+from dnninfer.runtime.common import SameNode, compact, producers
 from dnninfer.runtime.inprocess import incoming
 from dnninfer.testbed import procs
 from dnninfer.testbed.core import TestbedState, connect
@@ -147,7 +147,7 @@ class PUWorker:
 
             made = (zoo.example_inputs(source.name, batch=source.batch, seed=source.seed)
                     if source.name in zoo.names() and source.input_shape is None else source.load().inputs)
-            self._inputs = (source, tuple(made))
+            self._inputs = (source, tuple(compact(list(made))))
         inputs = self._inputs[1]
         return inputs if len(inputs) > 1 else inputs[0]
 
@@ -162,7 +162,7 @@ class PUWorker:
         with torch.no_grad():
             outs = stage(*values)
         compute = time.perf_counter() - t0
-        return ({"compute_s": compute, "label": label, "hops": len(hops)}, *outs)
+        return ({"compute_s": compute, "label": label, "hops": len(hops)}, *compact(outs))
 
     def collect(self, names: list[str], sources: list[str], *values: Any) -> tuple[float, dict[str, Any]]:
         """The output's values, gathered on the sink device (the source, as the simulator assumes),
