@@ -12,24 +12,27 @@ from dnninfer.ledger.chain import Ledger
 from dnninfer.ledger.consensus import block_work, stake_target, target_for_expected_hashes, update_reputation
 from dnninfer.ledger.demo import demo_ledger, demo_params, demo_receipts, extend_demo
 from dnninfer.ledger.errors import LedgerError
+from dnninfer.ledger.identity import Keyring, PublicKeys, SigningKey
 from dnninfer.ledger.miner import mine_block
 from dnninfer.ledger.params import LedgerParams
-from dnninfer.ledger.receipt import Keyring, Receipt
+from dnninfer.ledger.receipt import Receipt
 from dnninfer.ledger.reputation import apply_block, table_root
 
 CAP = 1_000_000
 PARAMS = LedgerParams(gateways=["gw0", "gw1", "gw2"], aps=["ap0", "ap1"], t0=target_for_expected_hashes(512),
                       kappa=3.0, beta=0.5, capacity_cycles=CAP)
-KEYS = Keyring.derive(PARAMS.gateways, "chain-test")
+KEYS = Keyring.derive(PARAMS.gateways + PARAMS.aps, "chain-test")
+CHAIN = Ledger(PARAMS, KEYS.public_keys()).chain
 
 
-def _r(gw: str, ap: str, slot: int, cycles: int, key: bytes | None = None) -> Receipt:
-    return Receipt.create(gateway=gw, ap=ap, slot=slot, split=1, layers=(2, 4), intermediate="0" * 64,
+def _r(gw: str, ap: str, slot: int, cycles: int, key: SigningKey | None = None) -> Receipt:
+    return Receipt.create(chain=CHAIN, gateway=gw, ap=ap, slot=slot, split=1, layers=(2, 4), intermediate="0" * 64,
                           output="1" * 64, cycles=cycles, timestamp=float(slot), key=key or KEYS[gw])
 
 
 def _mine(ledger: Ledger, template: Block, seed: int = 0) -> Block:
-    return mine(template, start_nonce=random.Random(seed).getrandbits(63))[0]
+    """Mine and sign with the named miner's own key: a dishonest AP forges only what its key allows."""
+    return mine(template, start_nonce=random.Random(seed).getrandbits(63))[0].signed(KEYS[template.miner])
 
 
 @pytest.fixture
@@ -84,8 +87,9 @@ def test_invalid_signature_unknown_gateway_and_replay_are_rejected(ledger):
                            target=ledger.target_for("ap0"), timestamp_us=ledger.head.timestamp_us)
     with pytest.raises(LedgerError, match=r"block 2 .*invalid signature"):
         ledger.add_block(_mine(ledger, template))
-    stranger = Receipt.create(gateway="gw7", ap="ap0", slot=2, split=0, layers=(1, 4), intermediate="0" * 64,
-                              output="0" * 64, cycles=1, timestamp=2.0, key=b"k" * 32)
+    stranger = Receipt.create(chain=CHAIN, gateway="gw7", ap="ap0", slot=2, split=0, layers=(1, 4),
+                              intermediate="0" * 64, output="0" * 64, cycles=1, timestamp=2.0,
+                              key=SigningKey.generate("gw7"))
     with pytest.raises(LedgerError, match="unknown gateway 'gw7'"):
         ledger.propose("ap0", [stranger])
     with pytest.raises(LedgerError, match="unknown AP 'ap9'"):
@@ -113,9 +117,9 @@ def test_structural_rules(ledger):
         with pytest.raises(LedgerError, match=reason):
             ledger.add_block(block)
     nonce = good.nonce
-    while True:  # a nonce whose hash is above the target
+    while True:  # a nonce whose hash is above the target (signed by the miner itself)
         nonce += 1
-        weak = dataclasses.replace(good, nonce=nonce)
+        weak = dataclasses.replace(good, nonce=nonce).signed(KEYS["ap1"])
         if not weak.pow_ok():
             break
     with pytest.raises(LedgerError, match="insufficient proof of work"):
@@ -140,7 +144,7 @@ def _stake_params() -> LedgerParams:
 
 
 def test_fork_choice_heaviest_not_longest_and_reorg():
-    lg = Ledger(_stake_params(), Keyring.derive(["gw0"]))
+    lg = Ledger(_stake_params(), Keyring.derive())
     g = lg.genesis.hash
     light1 = mine_block(lg, "ap0", [], seed=1).block  # rho 1: target 4 T0, a quarter of the work
     lg.add_block(light1)
@@ -163,12 +167,12 @@ def test_fork_choice_heaviest_not_longest_and_reorg():
 
 def test_equal_work_ties_go_to_the_lowest_hash_in_any_order():
     params = _stake_params()
-    probe = Ledger(params, Keyring.derive(["gw0"]))
+    probe = Ledger(params, Keyring.derive())
     a = mine_block(probe, "ap1", [], seed=1, timestamp_us=1).block
     b = mine_block(probe, "ap1", [], seed=2, timestamp_us=2).block
     assert a.target == b.target and a.hash != b.hash
     for order in ([a, b], [b, a]):
-        lg = Ledger(params, Keyring.derive(["gw0"]))
+        lg = Ledger(params, Keyring.derive())
         for blk in order:
             lg.add_block(blk)
         assert lg.head.hash == min(a.hash, b.hash)
@@ -205,7 +209,12 @@ def test_params_validation():
         LedgerParams(gateways=["g"], aps=["a", "b"], t0=5, capacity_cycles={"a": 1})
     with pytest.raises(LedgerError, match="'aps'"):
         LedgerParams(gateways=["g"], aps=["a", "a"], t0=5)
-    with pytest.raises(LedgerError, match="no key for gateway 'gw3'"):
-        Ledger(demo_params(), Keyring.derive(["gw0", "gw1", "gw2"]))
+    ring = Keyring.derive((), "x")
+    with pytest.raises(LedgerError, match="no public key for gateway 'gw3'"):
+        Ledger(demo_params(), ring.public_keys(["gw0", "gw1", "gw2", "ap0", "ap1", "ap2"]))
+    with pytest.raises(LedgerError, match="'gw9' is neither a gateway nor an AP"):
+        Ledger(demo_params(), ring.public_keys(["gw0", "gw1", "gw2", "gw3", "gw9", "ap0", "ap1", "ap2"]))
+    with pytest.raises(LedgerError, match="'gw0' and 'gw1' have the same public key"):
+        PublicKeys({"gw0": ring["gw0"].public, "gw1": ring["gw0"].public})
     p = demo_params()
     assert LedgerParams.from_json(p.to_json()) == p and LedgerParams.from_json(p.to_json()).digest == p.digest

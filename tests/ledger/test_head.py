@@ -21,12 +21,12 @@ from hypothesis import strategies as st
 from dnninfer.cli import main, one_line
 from dnninfer.ledger.demo import demo_params, demo_receipts, extend_demo
 from dnninfer.ledger.errors import CorruptLedgerError, LedgerError
+from dnninfer.ledger.identity import Keyring
 from dnninfer.ledger.miner import mine_block
-from dnninfer.ledger.receipt import Keyring
 from dnninfer.ledger.store import create_ledger, open_ledger
 
 PARAMS = demo_params(expected_hashes=64)
-KEYS = Keyring.derive(PARAMS.gateways, "head-test")
+KEYS = Keyring.derive(PARAMS.gateways + PARAMS.aps, "head-test")
 N = 6
 
 
@@ -92,7 +92,7 @@ def test_untouched_ledger_verifies_valid_also_after_reopen_and_append(base, tmp_
     path = _copy(base[0], tmp_path)
     code, out, err = _verify(path, capsys, "--json")
     assert code == 0 and json.loads(out)["valid"] and json.loads(out)["height"] == N and not err
-    with open_ledger(path) as lg:
+    with open_ledger(path, keys=KEYS) as lg:
         assert not lg.problems and not lg.warnings and lg.head.hash == base[1]["head"]
         extend_demo(lg, 2, random.Random(9))
     with open_ledger(path) as lg:
@@ -265,30 +265,21 @@ def test_verify_reads_a_live_writers_wal(tmp_path, capsys):
 
 
 # -- old ledgers -----------------------------------------------------------------------------------
-def _make_legacy(path: Path) -> None:
-    _sql(path, "UPDATE meta SET value = 'dnninfer-ledger/1' WHERE key = 'format'",
-         "DELETE FROM meta WHERE key = 'head'")
-
-
-def test_old_ledger_is_accepted_with_a_warning_and_anchored_by_the_next_append(base, tmp_path, capsys):
+@pytest.mark.parametrize("fmt", ["dnninfer-ledger/1", "dnninfer-ledger/2"])
+def test_old_hmac_ledgers_are_refused_naming_the_format(base, tmp_path, capsys, fmt):
+    """HMAC-format files (gateway secrets in the file) cannot be trusted or re-signed: one clear line."""
     path = _copy(base[0], tmp_path)
-    _make_legacy(path)
-    code, out, err = _verify(path, capsys, "--json")
-    assert code == 0 and json.loads(out)["valid"]
-    assert err.startswith("dnninfer: warning: ") and "head is not anchored" in err and err.count("\n") == 1
-    assert "not anchored" in json.loads(out)["warnings"][0]
-    with open_ledger(path) as lg:
-        assert lg.warnings and not lg.problems
-        extend_demo(lg, 1, random.Random(11))
-    code, out, err = _verify(path, capsys, "--json")
-    assert code == 0 and not err and json.loads(out)["warnings"] == []  # upgraded: format 2 with a head
-    _sql(path, ("DELETE FROM blocks WHERE height = ?", (N + 1,)))
-    assert "blocks were deleted" in _assert_one_error_line(*_verify(path, capsys))
+    _sql(path, ("UPDATE meta SET value = ? WHERE key = 'format'", (fmt,)))
+    err = _assert_one_error_line(*_verify(path, capsys))
+    assert f"format '{fmt}' is an old HMAC-signed ledger" in err and "start a new ledger" in err
+    with pytest.raises(LedgerError, match="HMAC-signed"):
+        open_ledger(path)
+    assert _verify(base[0], capsys)[0] == 0  # negative control: the current format verifies
 
 
 @pytest.mark.parametrize(("edit", "reason"), [
     ("DELETE FROM meta WHERE key = 'head'", "meta table has no 'head' row"),
-    ("UPDATE meta SET value = 'dnninfer-ledger/1' WHERE key = 'format'", "unknown row 'head'"),
+    ("UPDATE meta SET value = 'dnninfer-ledger/9' WHERE key = 'format'", "format 'dnninfer-ledger/9', expected"),
     ("UPDATE meta SET value = '{\"height\":1}' WHERE key = 'head'", "bad meta table: head: missing field"),
     ("UPDATE meta SET value = x'00' WHERE key = 'head'", "meta 'head' is bytes, expected JSON text"),
     ("INSERT INTO meta VALUES ('extra', '1')", "unknown row 'extra'"),

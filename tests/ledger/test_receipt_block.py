@@ -1,7 +1,8 @@
-"""Receipts, blocks and Merkle roots: signing, strict parsing with named fields, digests, mining."""
+"""Receipts, blocks and Merkle roots: Ed25519 signing, strict parsing with named fields, digests, mining."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 import numpy as np
@@ -14,14 +15,17 @@ from dnninfer.errors import UserError
 from dnninfer.ledger.block import Block, mine
 from dnninfer.ledger.consensus import target_for_expected_hashes
 from dnninfer.ledger.errors import LedgerError
+from dnninfer.ledger.identity import Keyring
 from dnninfer.ledger.merkle import merkle_root
-from dnninfer.ledger.receipt import Keyring, Receipt, tensor_digest
+from dnninfer.ledger.receipt import Receipt, tensor_digest
 
 KEYS = Keyring.derive(["gw0", "gw1"], "test")
+PUB = KEYS.public_keys()  # what a validator holds
+CHAIN = "c0" * 32
 
 
 def _receipt(**kw) -> Receipt:
-    args = dict(gateway="gw0", ap="ap0", slot=3, split=2, layers=(3, 8), intermediate=torch.arange(6.0),
+    args = dict(chain=CHAIN, gateway="gw0", ap="ap0", slot=3, split=2, layers=(3, 8), intermediate=torch.arange(6.0),
                 output=np.zeros(4, dtype=np.float32), cycles=12345, timestamp=3.25)
     args.update(kw)
     return Receipt.create(**args, key=KEYS[args["gateway"]])
@@ -29,36 +33,39 @@ def _receipt(**kw) -> Receipt:
 
 def test_sign_verify_and_round_trip():
     r = _receipt()
-    r.verify(KEYS)
+    r.verify(PUB, CHAIN)
     assert r.timestamp_us == 3_250_000 and r.timestamp == 3.25 and r.layers == (3, 8)
+    assert len(r.signature) == 128  # Ed25519: 64 bytes
     assert Receipt.from_json(r.to_json()) == r
     assert Receipt.from_dict(r.to_dict()).hash == r.hash
-    assert KEYS.sign(r.sign(b"x" * 32)) == r  # re-signing with the right key restores the signature
+    assert r.sign(KEYS["gw1"]).sign(KEYS["gw0"]) == r  # deterministic: re-signing with the right key restores it
 
 
-@pytest.mark.parametrize("change", [{"cycles": 12346}, {"slot": 4}, {"ap": "ap1"}, {"first": 2}])
+@pytest.mark.parametrize("change", [{"cycles": 12346}, {"slot": 4}, {"ap": "ap1"}, {"first": 2}, {"chain": "c1" * 32}])
 def test_any_change_after_signing_breaks_the_signature(change):
     d = _receipt().to_dict() | change
     with pytest.raises(LedgerError, match="invalid signature"):
-        Receipt.from_dict(d).verify(KEYS)
+        Receipt.from_dict(d).verify(PUB)
 
 
-def test_wrong_key_unknown_gateway_and_unsigned():
+def test_wrong_key_unknown_gateway_unsigned_and_other_ledger():
     forged = _receipt().sign(KEYS["gw1"])
     with pytest.raises(LedgerError, match=r"receipt \(gw0, slot 3\): invalid signature"):
-        forged.verify(KEYS)
+        forged.verify(PUB)
     with pytest.raises(LedgerError, match="unknown gateway 'gw9'"):
-        Receipt.from_dict(_receipt().to_dict() | {"gateway": "gw9"}).verify(KEYS)
+        Receipt.from_dict(_receipt().to_dict() | {"gateway": "gw9"}).verify(PUB)
     with pytest.raises(LedgerError, match="unsigned"):
-        Receipt.from_dict(_receipt().to_dict() | {"signature": ""}).verify(KEYS)
+        Receipt.from_dict(_receipt().to_dict() | {"signature": ""}).verify(PUB)
+    with pytest.raises(LedgerError, match=r"receipt \(gw0, slot 3\): belongs to another ledger"):
+        _receipt().verify(PUB, "c1" * 32)
 
 
 @pytest.mark.parametrize(("change", "field"), [
     ({"cycles": "12"}, "cycles"), ({"cycles": True}, "cycles"), ({"cycles": -1}, "cycles"),
     ({"slot": 1.0}, "slot"), ({"gateway": ""}, "gateway"), ({"ap": "a p"}, "ap"),
     ({"intermediate_sha256": "AB" * 32}, "intermediate_sha256"), ({"output_sha256": "00"}, "output_sha256"),
-    ({"signature": 5}, "signature"), ({"signature": "zz"}, "signature"), ({"last": 1}, "last"),
-    ({"timestamp_us": 1.5}, "timestamp_us"),
+    ({"signature": 5}, "signature"), ({"signature": "zz"}, "signature"), ({"signature": "ab" * 32}, "signature"),
+    ({"last": 1}, "last"), ({"timestamp_us": 1.5}, "timestamp_us"), ({"chain": "c0"}, "chain"),
 ])
 def test_malformed_receipt_names_the_field(change, field):
     with pytest.raises(LedgerError, match=f"'{field}'") as e:
@@ -113,6 +120,10 @@ def _block(receipts=(), target=None) -> Block:
 def test_block_round_trip_header_and_mining():
     b, tried = mine(_block((_receipt(), _receipt(gateway="gw1"))), start_nonce=123)
     assert b.pow_ok() and b.merkle_ok() and tried >= 1 and b.nonce == 123 + tried - 1
+    assert b.signature == "" and not b.signed_by(KEYS["gw0"].public)
+    b = b.signed(KEYS["gw0"])  # the key's owner signs the sealed header; the hash does not change
+    assert b.signed_by(KEYS["gw0"].public) and not b.signed_by(KEYS["gw1"].public)
+    assert not dataclasses.replace(b, nonce=b.nonce + 1).signed_by(KEYS["gw0"].public)  # the nonce is signed too
     assert int(b.hash, 16) < b.target
     assert Block.from_json(b.to_json()) == b
     assert Block.from_json(b.to_json()).hash == b.hash
@@ -125,7 +136,8 @@ def test_block_round_trip_header_and_mining():
 @pytest.mark.parametrize(("change", "field"), [
     ({"target": 5}, "target"), ({"target": "0" * 63}, "target"), ({"nonce": -1}, "nonce"),
     ({"nonce": 2**64}, "nonce"), ({"index": "1"}, "index"), ({"prev_hash": "xy" * 32}, "prev_hash"),
-    ({"receipts": {}}, "receipts"), ({"miner": None}, "miner"),
+    ({"receipts": {}}, "receipts"), ({"miner": None}, "miner"), ({"rotations": None}, "rotations"),
+    ({"signature": 7}, "signature"), ({"signature": "ab" * 32}, "signature"),
 ])
 def test_malformed_block_names_the_field(change, field):
     d = _block().to_dict() | change
@@ -148,13 +160,13 @@ _nat = st.integers(0, 2**40)
 @settings(max_examples=60, deadline=None)
 @given(gw=_ids, ap=st.from_regex(r"[a-z0-9_]{1,8}", fullmatch=True), slot=_nat, split=st.integers(0, 50),
        n=st.integers(0, 50), inter=_hex, out=_hex, cycles=_nat, ts=_nat, field=st.sampled_from(
-           ["ap", "slot", "split", "first", "last", "intermediate_sha256", "output_sha256", "cycles",
+           ["chain", "ap", "slot", "split", "first", "last", "intermediate_sha256", "output_sha256", "cycles",
             "timestamp_us"]))
 def test_round_trip_and_any_field_change_is_detected(gw, ap, slot, split, n, inter, out, cycles, ts, field):
-    r = Receipt(gateway=gw, ap=ap, slot=slot, split=split, first=split + 1, last=split + n,
+    r = Receipt(chain=CHAIN, gateway=gw, ap=ap, slot=slot, split=split, first=split + 1, last=split + n,
                 intermediate_sha256=inter, output_sha256=out, cycles=cycles, timestamp_us=ts).sign(KEYS[gw])
     assert Receipt.from_json(r.to_json()) == r
-    r.verify(KEYS)
+    r.verify(PUB, CHAIN)
     d = r.to_dict()
     v = d[field]
     d[field] = v + 1 if isinstance(v, int) else (v[:-1] + ("0" if v[-1] != "0" else "1"))
@@ -164,4 +176,4 @@ def test_round_trip_and_any_field_change_is_detected(gw, ap, slot, split, n, int
         return  # the change made it malformed: rejected at parse time
     assert changed.hash != r.hash
     with pytest.raises(LedgerError, match="invalid signature"):
-        changed.verify(KEYS)
+        changed.verify(PUB)

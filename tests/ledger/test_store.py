@@ -20,12 +20,12 @@ from dnninfer.cli import main
 from dnninfer.ledger.block import Block
 from dnninfer.ledger.demo import demo_params, demo_receipts, extend_demo
 from dnninfer.ledger.errors import CorruptLedgerError, LedgerError
+from dnninfer.ledger.identity import Keyring
 from dnninfer.ledger.miner import mine_block
-from dnninfer.ledger.receipt import Keyring
 from dnninfer.ledger.store import create_ledger, open_ledger
 
 PARAMS = demo_params(expected_hashes=256)
-KEYS = Keyring.derive(PARAMS.gateways, "store-test")
+KEYS = Keyring.derive(PARAMS.gateways + PARAMS.aps, "store-test")
 
 
 def _write(path: Path, n_blocks: int = 8, seed: int = 0, fork: bool = False) -> dict:
@@ -57,14 +57,15 @@ def test_reopen_gives_the_same_state_and_replay(tmp_path):
         con = sqlite3.connect(path)
         assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         con.close()
-        extend_demo(lg, 2, random.Random(5))  # appending after a reopen persists too
+        assert lg.signers is None  # a ledger read from its file holds public keys only
+        extend_demo(lg, 2, random.Random(5), KEYS)  # appending after a reopen persists too
         head = lg.head.hash
     with open_ledger(path, PARAMS, KEYS) as lg:  # matching params/keys are accepted
         assert lg.head.hash == head and lg.height == 10
     with pytest.raises(LedgerError, match="params differ"):
         open_ledger(path, demo_params(expected_hashes=512))
-    with pytest.raises(LedgerError, match="keyring differs"):
-        open_ledger(path, keyring=Keyring.derive(PARAMS.gateways, "other"))
+    with pytest.raises(LedgerError, match="keys differ"):
+        open_ledger(path, keys=Keyring.derive((), "other"))
     with pytest.raises(LedgerError, match="already exists"):
         create_ledger(path, PARAMS, KEYS)
 
@@ -78,15 +79,16 @@ def test_open_creates_with_params_and_refuses_a_missing_file_without(tmp_path):
     with open_ledger(tmp_path / "new.db", readonly=True) as lg:
         assert lg.height == 0
         with pytest.raises(LedgerError, match="read-only"):
-            extend_demo(lg, 1, random.Random(0))
+            extend_demo(lg, 1, random.Random(0), KEYS)
         assert lg.height == 0 and len(lg) == 1  # a failed write leaves memory as it was
 
 
 _APPENDER = """
 import random, sys
 from dnninfer.ledger.demo import extend_demo
+from dnninfer.ledger.identity import Keyring
 from dnninfer.ledger.store import open_ledger
-lg = open_ledger(sys.argv[1])
+lg = open_ledger(sys.argv[1], keys=Keyring.derive((), "store-test"))
 rng = random.Random(int(sys.argv[2]))
 print("ready", flush=True)
 while True:
@@ -121,7 +123,7 @@ def test_sigkill_mid_append_keeps_every_committed_block(tmp_path):
             assert lg.height >= committed
             assert not lg.problems
             assert lg.replay() == lg.reputation()
-    with open_ledger(path) as lg:
+    with open_ledger(path, keys=KEYS) as lg:
         extend_demo(lg, 1, random.Random(99))  # and the chain is still writable
         assert lg.height >= committed + 1
 
@@ -215,6 +217,20 @@ def test_edited_params_disconnect_every_block(tmp_path):
     assert e.value.ledger.height == 0 and len(e.value.problems) == 4
 
 
+def test_edited_genesis_keys_disconnect_every_block(tmp_path):
+    """Swapping in the attacker's public keys (to sign with its own private ones) breaks genesis."""
+    path = tmp_path / "k.db"
+    _write(path, n_blocks=3)
+    con = sqlite3.connect(path)
+    mine = Keyring.derive((), "attacker").public_keys(PARAMS.gateways + PARAMS.aps)
+    con.execute("UPDATE meta SET value = ? WHERE key = 'keys'", (mine.to_json().decode(),))
+    con.commit()
+    con.close()
+    with pytest.raises(CorruptLedgerError, match="genesis block does not match the stored parameters and keys") as e:
+        open_ledger(path)
+    assert e.value.ledger.height == 0 and len(e.value.problems) == 4
+
+
 def test_cli_verify_good_and_forged(tmp_path, capsys):
     path = tmp_path / "c.db"
     before = _write(path, n_blocks=5, fork=True)
@@ -249,3 +265,4 @@ def test_cli_demo_writes_a_ledger_that_verifies(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["height"] == 3
     assert main(["ledger", "verify", str(path)]) == 0
     assert main(["ledger", "demo", str(path)]) == 2  # never overwrites
+    assert "never overwrites" in capsys.readouterr().err

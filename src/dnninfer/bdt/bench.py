@@ -3,7 +3,9 @@ a tamper campaign against the ledger, and a short run that executes every split 
 
 Latencies are simulated slot times of the reconstructed model (`dpra`: compute cycles from the
 model's measured host profile, Shannon rates on Rayleigh block fading, Poisson mining race); the
-tamper rate, the ledger's validity and the outputs' equality are measured. The paper's body could
+tamper rate, the ledger's validity and the outputs' equality are measured, and so is what the
+Ed25519 identities cost on the executed run's ledger (`signature_costs`: wall-clock medians, the
+only timings here). The paper's body could
 not be read, so `"paper"` holds only its qualitative claims.
 """
 
@@ -26,11 +28,38 @@ PAPER = {
     "source": "Deng et al., Trustworthy DNN Partition for Blockchain-enabled Digital Twin in Wireless IIoT "
               "Networks, arXiv 2405.17914 (abstract only; partitioning.md §2)",
 }
-QUICK = {"models": ("resnet18",), "slots": 300, "vs": (0.05, 0.5, 5.0, 50.0), "run_slots": 20, "tamper": 1000}
+QUICK = {"models": ("resnet18",), "slots": 300, "vs": (0.05, 0.5, 5.0, 50.0), "run_slots": 20, "tamper": 1000,
+         "timing_repeats": 20}
 FULL = {"models": ("vgg16", "resnet18", "mobilenet_v2"), "slots": 1000, "vs": (0.02, 0.05, 0.2, 0.5, 2.0, 5.0, 50.0),
-        "run_slots": 100, "tamper": 2000}
+        "run_slots": 100, "tamper": 2000, "timing_repeats": 30}
 #: --smoke: every method, a 2-point V sweep, a short executed run and tamper campaign (figures not meant to be read)
-SMOKE = {"models": ("resnet18",), "slots": 60, "vs": (0.05, 50.0), "run_slots": 5, "tamper": 200}
+SMOKE = {"models": ("resnet18",), "slots": 60, "vs": (0.05, 50.0), "run_slots": 5, "tamper": 200, "timing_repeats": 5}
+
+
+def signature_costs(ledger: Any, keys: Any, repeats: int = 20) -> dict[str, float | None]:
+    """Median microseconds, on `ledger`'s main chain, to sign and to verify one receipt (Ed25519 alone)
+    and one block: signing its header, and validating it with every check `ledger verify` makes
+    (its receipts' signatures included), by replaying the chain on a fresh ledger of public keys.
+
+    `keys`: the parties' private keys (a `Keyring`). A receipt figure is None when the chain has none.
+    """
+    from dnninfer.bench.harness import measure
+
+    blocks = ledger.main_chain()[1:]
+    pairs = [(r, ledger.public_keys(b.prev_hash)) for b in blocks for r in b.receipts]
+    if not blocks:
+        return dict.fromkeys(("sign_us_per_receipt", "verify_us_per_receipt", "sign_us_per_block",
+                              "verify_us_per_block"))
+
+    def per(fn: Any, n: int) -> float | None:
+        return measure(fn, warmup=2, repeats=repeats).median / n * 1e6 if n else None
+
+    return {
+        "sign_us_per_receipt": per(lambda: [r.sign(keys[r.gateway]) for r, _ in pairs], len(pairs)),
+        "verify_us_per_receipt": per(lambda: [r.verify(k, ledger.chain) for r, k in pairs], len(pairs)),
+        "sign_us_per_block": per(lambda: [b.signed(keys[b.miner]) for b in blocks], len(blocks)),
+        "verify_us_per_block": per(lambda: ledger.replay(blocks), len(blocks)),
+    }
 
 
 def _add_arguments(p: Any) -> None:
@@ -45,6 +74,7 @@ def bench_dpra(args: BenchArgs) -> dict[str, Any]:
     from dnninfer.bdt.dpra import METHODS, simulate, v_sweep
     from dnninfer.bdt.run import config_for, graph_workload, measured_block_seconds, run
     from dnninfer.graph import capture
+    from dnninfer.ledger.identity import Keyring
     from dnninfer.ledger.store import open_ledger
     from dnninfer.ledger.tamper import tamper_trials
 
@@ -76,12 +106,12 @@ def bench_dpra(args: BenchArgs) -> dict[str, Any]:
     rejected, total = tamper_trials(cfg_["tamper"], args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "dpra.sqlite"
-        live = run(models[0], slots=cfg_["run_slots"], ledger_path=path, seed=args.seed)
-        reopened = open_ledger(path)
+        keys = Keyring.derive((), f"dpra-seed-{args.seed}")  # what `run` derives by default
+        live = run(models[0], slots=cfg_["run_slots"], ledger_path=path, seed=args.seed, keys=keys)
+        reopened = open_ledger(path, readonly=True)  # public keys only, as `ledger verify`
         ledger_ok = reopened.height == live["ledger"]["blocks"]
-        close = getattr(reopened, "close", None)
-        if close:
-            close()
+        costs = signature_costs(reopened, keys, cfg_["timing_repeats"])
+        reopened.close()
     led = live["ledger"]
     first = models[0]
     by = {r["method"]: r for r in rows if r["model"] == first}
@@ -96,6 +126,7 @@ def bench_dpra(args: BenchArgs) -> dict[str, Any]:
         "v_sweep": sweeps[first],
         "tamper_detection_rate": rejected / total,
         "tamper_trials": total,
+        **costs,
         "executed_run": {"model": first, "slots": cfg_["run_slots"], "blocks": led["blocks"],
                          "receipts": led["receipts"], "max_abs_err": led["max_abs_err"],
                          "reputation_gap_vs_controller": led["reputation_gap_vs_controller"],

@@ -47,6 +47,9 @@ CLAIMS = (
     Claim("ledger reputation tracks the controller's (max gap)", ours="executed_run.reputation_gap_vs_controller",
           target=1e-6, better="lower", fmt=".1e"),
     Claim("mined ledger reopens valid", ours="executed_run.ledger_reopened_valid", target=True),
+    Claim("ledger verify per block (Ed25519, public keys only), us", ours="verify_us_per_block", fmt=".0f",
+          note=lambda r: f"per receipt {lookup(r, 'verify_us_per_receipt') or float('nan'):.0f} us; "
+                         f"signing {lookup(r, 'sign_us_per_block') or float('nan'):.0f} us per block"),
 )
 
 

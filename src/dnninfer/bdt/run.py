@@ -6,10 +6,15 @@ The controller (`dnninfer.bdt.dpra`) decides in simulated time; this module make
   measured host time (few split points keep the exact per-slot search cheap: (L+1)^G vectors);
 * every slot, every gateway runs its bottom segments and the AP its top segments with the
   foundation's stages (Graph.split), the intermediate and output tensors are hashed into a receipt
-  signed with the gateway's key, and the output is checked against the whole model;
+  signed with the gateway's Ed25519 key, and the output is checked against the whole model;
 * the slot's winning AP (drawn from the Poisson race of the miners' block rates, as the controller
-  models it) mines a real block over those receipts on the ledger (ledger/), whose reputation table
-  must then track the controller's: the receipts carry exactly the work the controller counted.
+  models it) mines a real block over those receipts on the ledger (ledger/) and signs it with its
+  own key; the ledger's reputation table must then track the controller's: the receipts carry
+  exactly the work the controller counted.
+
+The run plays every gateway and AP, so it holds all their private keys: derived from the seed by
+default (reproducible, hence no secret: a simulation's shortcut), or a `Keyring` it is given (e.g.
+`Keyring.load` of the parties' key files). Only the public keys go into the ledger.
 
 Real hashing at the controller's difficulty (millions of hashes per block) would take seconds per
 slot in Python, so the ledger's base target is `difficulty_scale` times easier; mining time is
@@ -134,10 +139,11 @@ class SlotExecutor:
     """The `on_slot` hook of `dpra.simulate`: run each gateway's split, sign receipts, mine a block."""
 
     def __init__(self, gw: GraphWorkload, cfg: DPRAConfig, inputs: Sequence[torch.Tensor], *,
-                 ledger_path: str | Path | None = None, difficulty_scale: float = 2**10, seed: int = 0) -> None:
+                 ledger_path: str | Path | None = None, difficulty_scale: float = 2**10, seed: int = 0,
+                 keys: Any = None) -> None:
         from dnninfer.ledger.chain import Ledger
+        from dnninfer.ledger.identity import Keyring
         from dnninfer.ledger.params import LedgerParams
-        from dnninfer.ledger.receipt import Keyring
         from dnninfer.ledger.store import open_ledger
 
         self.gw, self.cfg, self.inputs, self.seed = gw, cfg, tuple(inputs), seed
@@ -148,7 +154,8 @@ class SlotExecutor:
             gateways=self.gateways, aps=self.aps, t0=min(MAX_TARGET, int(cfg.t0 * self.scale)), kappa=cfg.kappa,
             beta=cfg.beta, capacity_cycles={a: round(cfg.F[m] * cfg.tau) for m, a in enumerate(self.aps)},
             slot_s=cfg.tau)
-        self.keys = Keyring.derive(self.gateways, secret=f"dpra-seed-{seed}")
+        self.keys = keys if keys is not None else Keyring.derive(self.gateways + self.aps,
+                                                                 secret=f"dpra-seed-{seed}")
         self.ledger = (open_ledger(ledger_path, self.params, self.keys) if ledger_path is not None
                        else Ledger(self.params, self.keys))
         self._stages: dict[int, Any] = {}
@@ -186,7 +193,7 @@ class SlotExecutor:
             self.log.max_abs_err = err if math.isnan(err) else max(self.log.max_abs_err, err)
             ap = self.aps[self.cfg.ap_of[g]]
             receipts.append(Receipt.create(
-                gateway=self.gateways[g], ap=ap, slot=t, split=s, layers=(s, wl.L - 1),
+                chain=self.ledger.chain, gateway=self.gateways[g], ap=ap, slot=t, split=s, layers=(s, wl.L - 1),
                 intermediate=_digest(cut), output=_digest(pytree.tree_leaves(out)), cycles=float(wl.w_top[s]),
                 timestamp=t * self.cfg.tau, key=self.keys[self.gateways[g]]))
         # the slot's miner: the first to find a block in the race of Poisson miners (rates as modelled)
@@ -195,8 +202,8 @@ class SlotExecutor:
         winner = rng.choices(range(self.cfg.aps), weights=rates.tolist())[0] if rates.sum() > 0 else 0
         hash_rate = max(dec.f_blk[winner], 1.0) / self.cfg.C_h
         try:
-            mined = mine_block(self.ledger, self.aps[winner], receipts, rng=rng, hash_rate=hash_rate,
-                               timestamp_us=round(t * self.cfg.tau * 1e6))
+            mined = mine_block(self.ledger, self.aps[winner], receipts, key=self.keys[self.aps[winner]], rng=rng,
+                               hash_rate=hash_rate, timestamp_us=round(t * self.cfg.tau * 1e6))
             self.ledger.add_block(mined.block)
         except LedgerError as e:
             self.log.rejected.append(f"slot {t}: {e}")
@@ -219,10 +226,11 @@ class SlotExecutor:
 
 def run(model: str | Any, *, slots: int, method: str = "dpra", cfg: DPRAConfig | None = None, segments: int = 6,
         ledger_path: str | Path | None = None, execute: bool = True, seed: int = 0,
-        host: str = "measure") -> dict[str, Any]:
+        host: str = "measure", keys: Any = None) -> dict[str, Any]:
     """Simulate `method` on a model's workload; with `execute`, run every split and keep a ledger.
 
-    `model`: a zoo name, or a loaded user model (anything with ``.name``, ``.model``, ``.inputs``)."""
+    `model`: a zoo name, or a loaded user model (anything with ``.name``, ``.model``, ``.inputs``).
+    `keys`: the parties' private keys (a `ledger.identity.Keyring`; default: derived from `seed`)."""
     from dnninfer import zoo
     from dnninfer.bdt.dpra import simulate
     from dnninfer.graph import capture
@@ -234,7 +242,7 @@ def run(model: str | Any, *, slots: int, method: str = "dpra", cfg: DPRAConfig |
     graph = capture(m, inputs, name=model)
     gw = graph_workload(graph, block_seconds(graph, host), segments)
     cfg = cfg or config_for(gw.workload, seed)
-    executor = SlotExecutor(gw, cfg, inputs, ledger_path=ledger_path, seed=seed) if execute else None
+    executor = SlotExecutor(gw, cfg, inputs, ledger_path=ledger_path, seed=seed, keys=keys) if execute else None
     try:
         result = simulate(gw.workload, cfg, slots, method, on_slot=executor)
         out: dict[str, Any] = {

@@ -1,1 +1,1 @@
-"""A small, real blockchain for B-DT: signed inference receipts, reputation-as-stake PoW, SQLite."""
+"""A small, real blockchain for B-DT: Ed25519-signed receipts and blocks, reputation-as-stake PoW, SQLite."""

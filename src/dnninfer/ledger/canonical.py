@@ -18,6 +18,7 @@ from typing import Any
 from dnninfer.ledger.errors import LedgerError
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_HEX128 = re.compile(r"[0-9a-f]{128}")
 _ID = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
 
 
@@ -67,6 +68,13 @@ def check_hex64(value: Any, what: str) -> str:
     """A SHA-256 digest as 64 lower-case hex digits."""
     if not isinstance(value, str) or not _HEX64.fullmatch(value):
         raise LedgerError(f"{what}: expected 64 lower-case hex digits, got {value!r}")
+    return value
+
+
+def check_hex128(value: Any, what: str) -> str:
+    """An Ed25519 signature: 64 bytes as 128 lower-case hex digits."""
+    if not isinstance(value, str) or not _HEX128.fullmatch(value):
+        raise LedgerError(f"{what}: expected 128 lower-case hex digits (an Ed25519 signature), got {value!r}")
     return value
 
 

@@ -5,19 +5,20 @@ ran, pins the intermediate tensor sent and the output received by their SHA-256 
 claims the cycles the AP spent. The gateway signs it, so an AP cannot inflate its own contribution
 (its reputation, hence its mining stake, is computed from these claims).
 
-Signatures are HMAC-SHA256 with a per-gateway secret held in a `Keyring`. That is a research
-prototype's shortcut: anyone holding the keyring (every validator) could forge receipts. A real
-deployment would sign with Ed25519 and store only public keys.
+The signature is Ed25519 by the gateway's private key (`identity.SigningKey`, kept in the
+gateway's key file); validators check it with the gateway's public key as registered in the ledger,
+so holding the ledger (or every public key) is not enough to make a receipt. The receipt also names
+the ledger it is for (`chain`: the genesis block's hash), so it cannot be replayed into another
+ledger, even one whose gateways hold the same keys.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import hmac
 import json
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -25,6 +26,7 @@ from typing import Any
 from dnninfer.ledger.canonical import (
     canonical_json,
     check_hex64,
+    check_hex128,
     check_id,
     check_int,
     exact_keys,
@@ -33,8 +35,11 @@ from dnninfer.ledger.canonical import (
 )
 from dnninfer.ledger.errors import LedgerError
 from dnninfer.ledger.fields import FieldCheck, check_fields
+from dnninfer.ledger.identity import Keyring, SigningKey, verify_signature
 
-_SIGN_DOMAIN = b"dnninfer-receipt-v1\n"
+__all__ = ["Keyring", "Receipt", "tensor_digest"]  # Keyring: the private keys, in identity.py
+
+_SIGN_DOMAIN = b"dnninfer-receipt-v2\n"
 _TENSOR_DOMAIN = b"dnninfer-tensor-v1\n"
 
 
@@ -65,56 +70,12 @@ def tensor_digest(tensor: Any) -> str:
     return h.hexdigest()
 
 
-class Keyring(Mapping[str, bytes]):
-    """Gateway name -> HMAC key. Every validator holds the same keyring (see the module docstring)."""
-
-    def __init__(self, keys: Mapping[str, bytes | str]):
-        self._keys: dict[str, bytes] = {}
-        for gw, key in sorted(keys.items()):
-            check_id(gw, "keyring: gateway")
-            if isinstance(key, str):
-                try:
-                    key = bytes.fromhex(key)
-                except ValueError:
-                    raise LedgerError(f"keyring: key of {gw!r} is not hex") from None
-            if not isinstance(key, bytes) or len(key) < 16:
-                raise LedgerError(f"keyring: key of {gw!r} must be at least 16 bytes")
-            self._keys[gw] = key
-
-    @classmethod
-    def derive(cls, gateways: Iterable[str], secret: bytes | str = b"dnninfer-demo") -> Keyring:
-        """Deterministic keys for simulations and tests: HMAC(secret, gateway)."""
-        s = secret.encode() if isinstance(secret, str) else secret
-        return cls({gw: hmac.new(s, gw.encode(), hashlib.sha256).digest() for gw in gateways})
-
-    def __getitem__(self, gateway: str) -> bytes:
-        return self._keys[gateway]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._keys)
-
-    def __len__(self) -> int:
-        return len(self._keys)
-
-    def __repr__(self) -> str:  # never print secrets
-        return f"Keyring({sorted(self._keys)})"
-
-    def to_hex(self) -> dict[str, str]:
-        return {gw: k.hex() for gw, k in self._keys.items()}
-
-    def sign(self, receipt: Receipt) -> Receipt:
-        """`receipt` signed with its gateway's key."""
-        if receipt.gateway not in self._keys:
-            raise LedgerError(f"receipt {receipt.key}: no key for gateway {receipt.gateway!r}")
-        return receipt.sign(self._keys[receipt.gateway])
-
-
-_FIELDS = ("gateway", "ap", "slot", "split", "first", "last", "intermediate_sha256", "output_sha256",
+_FIELDS = ("chain", "gateway", "ap", "slot", "split", "first", "last", "intermediate_sha256", "output_sha256",
            "cycles", "timestamp_us", "signature")
 _CHECKS: dict[str, FieldCheck] = {
-    "gateway": check_id, "ap": check_id, "slot": check_int, "split": check_int, "first": check_int,
-    "last": check_int, "intermediate_sha256": check_hex64, "output_sha256": check_hex64, "cycles": check_int,
-    "timestamp_us": check_int,
+    "chain": check_hex64, "gateway": check_id, "ap": check_id, "slot": check_int, "split": check_int,
+    "first": check_int, "last": check_int, "intermediate_sha256": check_hex64, "output_sha256": check_hex64,
+    "cycles": check_int, "timestamp_us": check_int,
 }
 
 
@@ -125,9 +86,11 @@ class Receipt:
     Layer numbering is the caller's (the DPRA model uses 1-based layers, so first = split + 1 and
     last = L; split = L gives the empty range first = last + 1 and, normally, zero cycles). The
     timestamp is integer microseconds so that serialisation is exact; `.timestamp` gives seconds.
-    (gateway, slot) identifies a receipt: a gateway offloads once per slot.
+    (gateway, slot) identifies a receipt: a gateway offloads once per slot. `chain` is the genesis
+    hash of the ledger the receipt is for.
     """
 
+    chain: str
     gateway: str
     ap: str
     slot: int
@@ -146,20 +109,21 @@ class Receipt:
         if self.last < self.first - 1:
             raise LedgerError(f"{w}: field 'last': layer range {self.first}..{self.last} is inverted")
         if self.signature != "":
-            check_hex64(self.signature, f"{w}: field 'signature'")
+            check_hex128(self.signature, f"{w}: field 'signature'")
 
     @classmethod
-    def create(cls, *, gateway: str, ap: str, slot: int, split: int, layers: tuple[int, int],
+    def create(cls, *, chain: str, gateway: str, ap: str, slot: int, split: int, layers: tuple[int, int],
                intermediate: Any, output: Any, cycles: int | float, timestamp: float,
-               key: bytes | None = None) -> Receipt:
-        """Build a receipt; `intermediate`/`output` are tensors/arrays (digested here) or hex digests.
+               key: SigningKey | None = None) -> Receipt:
+        """Build a receipt for the ledger whose genesis hash is `chain` (`Ledger.chain`).
 
-        `timestamp` is in seconds (rounded to microseconds), a float `cycles` is rounded to whole cycles;
-        with `key` the receipt comes back signed.
+        `intermediate`/`output` are tensors/arrays (digested here) or hex digests; `timestamp` is in
+        seconds (rounded to microseconds), a float `cycles` is rounded to whole cycles; with `key`
+        (the gateway's) the receipt comes back signed.
         """
         if isinstance(cycles, float) and math.isfinite(cycles):
             cycles = round(cycles)
-        r = cls(gateway=gateway, ap=ap, slot=slot, split=split, first=layers[0], last=layers[1],
+        r = cls(chain=chain, gateway=gateway, ap=ap, slot=slot, split=split, first=layers[0], last=layers[1],
                 intermediate_sha256=intermediate if isinstance(intermediate, str) else tensor_digest(intermediate),
                 output_sha256=output if isinstance(output, str) else tensor_digest(output),
                 cycles=cycles, timestamp_us=round(timestamp * 1e6))
@@ -184,21 +148,24 @@ class Receipt:
         del d["signature"]
         return canonical_json(d)
 
-    def sign(self, key: bytes) -> Receipt:
-        """A copy signed with HMAC-SHA256(key, body)."""
-        sig = hmac.new(key, _SIGN_DOMAIN + self.body(), hashlib.sha256).hexdigest()
-        return dataclasses.replace(self, signature=sig)
+    def sign(self, key: SigningKey) -> Receipt:
+        """A copy signed with `key` (Ed25519 over a domain tag and the body)."""
+        return dataclasses.replace(self, signature=key.sign(_SIGN_DOMAIN + self.body()))
 
-    def verify(self, keyring: Mapping[str, bytes]) -> None:
-        """Raise `LedgerError` unless the signature is the gateway's HMAC over the body."""
+    def verify(self, keys: Mapping[str, str], chain: str | None = None) -> None:
+        """Raise `LedgerError` unless the gateway's public key in `keys` signed the body (and, given
+        `chain`, the receipt is for that ledger)."""
         w = f"receipt ({self.gateway}, slot {self.slot})"
-        if self.gateway not in keyring:
-            raise LedgerError(f"{w}: unknown gateway {self.gateway!r} (no key in the keyring)")
+        if chain is not None and self.chain != chain:
+            raise LedgerError(f"{w}: belongs to another ledger (genesis {self.chain[:12]}.., this ledger's is "
+                              f"{chain[:12]}..): replayed from elsewhere")
+        if self.gateway not in keys:
+            raise LedgerError(f"{w}: unknown gateway {self.gateway!r} (no public key registered)")
         if not self.signature:
             raise LedgerError(f"{w}: unsigned")
-        want = hmac.new(keyring[self.gateway], _SIGN_DOMAIN + self.body(), hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(want, self.signature):
-            raise LedgerError(f"{w}: invalid signature (not signed by {self.gateway!r}, or altered after signing)")
+        if not verify_signature(keys[self.gateway], self.signature, _SIGN_DOMAIN + self.body()):
+            raise LedgerError(f"{w}: invalid signature (not signed by the key registered for {self.gateway!r}, or "
+                              "altered after signing)")
 
     @cached_property
     def hash(self) -> str:

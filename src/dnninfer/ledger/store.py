@@ -1,7 +1,8 @@
 """Persistence: one SQLite file per ledger, crash-safe, re-validated on every open.
 
-Layout: `meta(key, value)` holds the format tag, the canonical parameters, the gateway keys and
-the head record; `blocks(hash PK, parent, height, body)` holds one row per block (canonical JSON).
+Layout: `meta(key, value)` holds the format tag, the canonical parameters, the genesis public keys
+of every gateway and AP (never a private key: those stay in key files, see `identity.py`) and the
+head record; `blocks(hash PK, parent, height, body)` holds one row per block (canonical JSON).
 The database runs in WAL mode with `synchronous=FULL` and every block is written in its own
 transaction, so a crash (even SIGKILL or power loss) mid-write leaves the previous committed state.
 
@@ -19,44 +20,50 @@ same transaction, `meta['head']` = {height, hash, blocks}: the heaviest tip (the
 most cumulative work, ties to the lowest hash) and the number of valid blocks on all branches
 (genesis excluded). On open the replayed ledger must match it exactly: a deleted tip changes the
 head, a deleted side-branch block (a lost fork, not on the main chain) changes only the count.
-This catches truncation by a crash image, a bad copy or a careless edit. It does not stop forgery:
-someone who edits the file on purpose can recompute the head record (and the gateway keys are in
-the file anyway); anchoring needs signatures with keys the file does not hold (Ed25519, a later
-issue). The count does not detect deleting one side-branch block and adding another.
+This catches truncation by a crash image, a bad copy or a careless edit. It does not stop a
+deliberate rollback: whoever can write the file can delete tip blocks and rewrite the head record
+(or put back an older copy of the whole file); what catches that is a head kept outside the file
+(`check_expected_head`, `ledger verify --expect-head`). Blocks and receipts themselves cannot be
+forged without the parties' private keys. The count does not detect deleting one side-branch block
+and adding another.
 
-Old files (format `dnninfer-ledger/1`, written before head records) are accepted with a warning in
-`ledger.warnings` (their head is unanchored); the first append upgrades them to format 2 and
-anchors the head from then on. A format-2 file without a head row is refused.
+Old files (formats `dnninfer-ledger/1` and `/2`) carry HMAC receipts whose gateway secrets sit in
+the meta table: anyone holding them could have signed any receipt, and they cannot be re-signed
+with Ed25519 identities without the gateways' own keys, so they are refused with a message naming
+the format. A format-3 file without a head row is refused.
 
 Read-only opens (`ledger verify`) create no files: with no `-wal` file beside the database (it was
 closed cleanly) it is opened `immutable`, so SQLite takes no locks and writes no `-shm`; while a
 writer is live (or after a crash) the `-wal` must be read, so it is opened `mode=ro` only, and SQLite
 may then create a `-shm` if none exists.
 
-The gateway HMAC keys live in the meta table so that `dnninfer ledger verify PATH` needs nothing
-else. That is acceptable only for a research prototype (anyone who can read the file can forge
-receipts); a real deployment would store Ed25519 public keys instead.
+The genesis public keys live in the meta table so that `dnninfer ledger verify PATH` needs nothing
+else; the genesis block commits to them, so an edited key row disconnects every block. Replacing
+the whole file by a different ledger (other genesis, other keys) is caught only by an expected head
+or genesis hash kept elsewhere (`--expect-head 0:GENESIS` pins the keys).
 """
 
 from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dnninfer.ledger.block import Block
 from dnninfer.ledger.canonical import canonical_json, check_hex64, check_int, exact_keys, parse_json
-from dnninfer.ledger.chain import Ledger
+from dnninfer.ledger.chain import Ledger, genesis_keys
 from dnninfer.ledger.errors import CorruptLedgerError, LedgerError, Problem
+from dnninfer.ledger.identity import Keyring, PublicKeys
 from dnninfer.ledger.params import LedgerParams
-from dnninfer.ledger.receipt import Keyring
 
-FORMAT = "dnninfer-ledger/2"
-LEGACY_FORMAT = "dnninfer-ledger/1"  # no head record
-_META_KEYS = {FORMAT: {"format", "params", "keys", "head"}, LEGACY_FORMAT: {"format", "params", "keys"}}
+FORMAT = "dnninfer-ledger/3"
+#: HMAC-signed ledgers (1: no head record, 2: with one): refused, see the module docstring
+HMAC_FORMATS = ("dnninfer-ledger/1", "dnninfer-ledger/2")
+_META_KEYS = {FORMAT: {"format", "params", "keys", "head"}}
+Keys = PublicKeys | Keyring | Mapping[str, str]
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE blocks (hash TEXT PRIMARY KEY, parent TEXT NOT NULL, height INTEGER NOT NULL, body TEXT NOT NULL);
@@ -97,7 +104,6 @@ class LedgerStore:
     def __init__(self, path: str | Path, *, readonly: bool = False):
         self.path = Path(path)
         self.readonly = readonly
-        self.legacy = False  # set by meta(): a format-1 file, upgraded by the first append
         try:
             if readonly:
                 wal = self.path.with_name(self.path.name + "-wal")
@@ -126,7 +132,7 @@ class LedgerStore:
             raise
         self.conn.execute("COMMIT")
 
-    def initialise(self, params: LedgerParams, keyring: Keyring, genesis: Block) -> None:
+    def initialise(self, params: LedgerParams, keys: PublicKeys, genesis: Block) -> None:
         """Create the tables and write the meta rows (head: genesis) and genesis in one transaction."""
         try:
             with self._transaction() as c:
@@ -135,7 +141,7 @@ class LedgerStore:
                     c.execute(stmt)
                 c.executemany("INSERT INTO meta(key, value) VALUES (?, ?)",
                               [("format", FORMAT), ("params", params.to_json().decode()),
-                               ("keys", canonical_json(keyring.to_hex()).decode()),
+                               ("keys", keys.to_json().decode()),
                                ("head", HeadRecord.of(genesis, 0).to_json())])
                 self._insert(c, genesis)
         except sqlite3.Error as e:
@@ -156,6 +162,11 @@ class LedgerStore:
                 raise LedgerError(f"{self.path}: meta table has two {str(k)!r} rows")
             meta[str(k)] = v
         fmt = meta.get("format")
+        if fmt in HMAC_FORMATS:
+            raise LedgerError(f"{self.path}: format {fmt!r} is an old HMAC-signed ledger (its gateway secrets are "
+                              "in the file, so anyone who held it could have signed any receipt); it cannot be "
+                              "re-signed with Ed25519 identities without the gateways' own keys: start a new ledger "
+                              f"({FORMAT!r})")
         if fmt not in _META_KEYS:
             raise LedgerError(f"{self.path}: not a dnninfer ledger (format {fmt!r}, expected {FORMAT!r})")
         for key in sorted(_META_KEYS[fmt]):
@@ -168,7 +179,6 @@ class LedgerStore:
         if extra:
             raise LedgerError(f"{self.path}: meta table has an unknown row {extra[0]!r} for format {fmt!r} "
                               f"(expected only {sorted(_META_KEYS[fmt])})")
-        self.legacy = fmt == LEGACY_FORMAT
         return meta
 
     def rows(self) -> Iterator[tuple[Any, Any, Any, Any]]:
@@ -191,27 +201,27 @@ class LedgerStore:
                 self._insert(c, block)
                 c.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('head', ?)",
                           (HeadRecord.of(head, blocks).to_json(),))
-                if self.legacy:  # the head is anchored from now on
-                    c.execute("UPDATE meta SET value = ? WHERE key = 'format'", (FORMAT,))
         except sqlite3.Error as e:
             raise LedgerError(f"{self.path}: could not write block {block.index} ({e})") from None
-        self.legacy = False
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
             self.conn.close()
 
 
-def create_ledger(path: str | Path, params: LedgerParams, keyring: Keyring) -> Ledger:
-    """A new, empty (genesis-only) ledger file at `path`; refuses to overwrite an existing ledger."""
-    ledger = Ledger(params, keyring)  # validates the keyring against the params first
+def create_ledger(path: str | Path, params: LedgerParams, keys: Keys) -> Ledger:
+    """A new, empty (genesis-only) ledger file at `path`; refuses to overwrite an existing ledger.
+
+    `keys`: the genesis public keys of every gateway and AP (a `Keyring` gives its public half and
+    becomes the ledger's `signers`; only public keys are written)."""
+    ledger = Ledger(params, keys)  # validates the keys against the params first
     if not Path(path).parent.is_dir():
         raise LedgerError(f"{path}: directory {Path(path).parent} does not exist")
     store = LedgerStore(path)
     try:
         if not store.is_empty():
             raise LedgerError(f"{path}: already exists and is not empty; use open_ledger")
-        store.initialise(params, keyring, ledger.genesis)
+        store.initialise(params, ledger.genesis_keys, ledger.genesis)
     except BaseException:
         store.close()
         raise
@@ -226,11 +236,12 @@ def describe_problems(path: str | Path, ledger: Ledger) -> str:
     return f"{path}: invalid ledger: {ledger.problems[0]}{more}; {len(ledger.blocks) - 1} valid block(s) kept"
 
 
-def open_ledger(path: str | Path, params: LedgerParams | None = None, keyring: Keyring | None = None, *,
+def open_ledger(path: str | Path, params: LedgerParams | None = None, keys: Keys | None = None, *,
                 strict: bool = True, readonly: bool = False) -> Ledger:
-    """Open (or, given `params` and `keyring`, create) the ledger at `path`, re-validating every block.
+    """Open (or, given `params` and `keys`, create) the ledger at `path`, re-validating every block.
 
-    Parameters and keys come from the file; when `params`/`keyring` are given they must match it.
+    Parameters and genesis public keys come from the file; when `params`/`keys` are given they must
+    match it (a `Keyring` is compared by its public half and becomes the ledger's `signers`).
     With `strict` (default) any invalid row or a head-record mismatch (see the module docstring)
     raises `CorruptLedgerError`, whose `.ledger` holds the blocks that did validate (not attached to
     the file) and `.problems` one line per problem (`errors.Problem`: with the blamed height).
@@ -242,16 +253,16 @@ def open_ledger(path: str | Path, params: LedgerParams | None = None, keyring: K
     if not p.exists() or (p.is_file() and p.stat().st_size == 0 and not readonly):
         if readonly and not p.exists():
             raise LedgerError(f"{path}: no such ledger file")
-        if params is None or keyring is None:
-            raise LedgerError(f"{path}: no such ledger (pass params and keyring to create one)")
-        return create_ledger(p, params, keyring)
+        if params is None or keys is None:
+            raise LedgerError(f"{path}: no such ledger (pass params and keys to create one)")
+        return create_ledger(p, params, keys)
     if not p.is_file():
         raise LedgerError(f"{path}: not a file (a ledger is one SQLite file)")
     if p.stat().st_size == 0:
         raise LedgerError(f"{path}: empty file (0 bytes), expected a ledger database")
     store = LedgerStore(p, readonly=readonly)
     try:
-        ledger = _load(store, params, keyring)
+        ledger = _load(store, params, keys)
     except BaseException:
         store.close()
         raise
@@ -262,28 +273,28 @@ def open_ledger(path: str | Path, params: LedgerParams | None = None, keyring: K
     return ledger
 
 
-def _load(store: LedgerStore, params: LedgerParams | None, keyring: Keyring | None) -> Ledger:
+def _load(store: LedgerStore, params: LedgerParams | None, keys: Keys | None) -> Ledger:
     meta = store.meta()
     try:
         stored_params = LedgerParams.from_json(meta["params"])
-        keys = parse_json(meta["keys"], "keys")
-        if not isinstance(keys, dict):
-            raise LedgerError("keys: expected an object")
-        stored_keys = Keyring(keys)
+        stored_keys = PublicKeys.from_json(meta["keys"])
         ledger = Ledger(stored_params, stored_keys)
-        recorded = None if store.legacy else HeadRecord.from_json(meta["head"])
+        recorded = HeadRecord.from_json(meta["head"])
         # like block bodies, meta rows must be exactly what the ledger wrote (no reformatted JSON)
         for key, canonical in (("params", stored_params.to_json().decode()),
-                               ("keys", canonical_json(stored_keys.to_hex()).decode()),
-                               ("head", recorded.to_json() if recorded else None)):
-            if canonical is not None and meta[key] != canonical:
+                               ("keys", stored_keys.to_json().decode()),
+                               ("head", recorded.to_json())):
+            if meta[key] != canonical:
                 raise LedgerError(f"{key}: not the canonical JSON the ledger writes (edited by hand?)")
     except LedgerError as e:
         raise LedgerError(f"{store.path}: bad meta table: {e}") from None
     if params is not None and params != stored_params:
         raise LedgerError(f"{store.path}: the given params differ from the ones stored in the ledger")
-    if keyring is not None and keyring.to_hex() != stored_keys.to_hex():
-        raise LedgerError(f"{store.path}: the given keyring differs from the one stored in the ledger")
+    if keys is not None:
+        if genesis_keys(stored_params, keys).to_dict() != stored_keys.to_dict():
+            raise LedgerError(f"{store.path}: the given keys differ from the genesis keys stored in the ledger")
+        if isinstance(keys, Keyring):
+            ledger.signers = keys
     rejected: set[str] = set()
     noncanonical: set[str] = set()
     blocks, stored = _decode_rows(store, ledger, rejected, noncanonical)
@@ -298,11 +309,7 @@ def _load(store: LedgerStore, params: LedgerParams | None, keyring: Keyring | No
         except LedgerError as e:
             rejected.add(b.hash)
             ledger.problems.append(Problem(f"row {b.hash[:12]} (height {b.index}): {e}", height=b.index, row=b.hash))
-    if recorded is None:
-        ledger.warnings.append(f"{store.path}: written before head records (format {LEGACY_FORMAT!r}): its head is "
-                               "not anchored, so deleted tip blocks cannot be detected; the next append anchors it")
-    else:
-        _check_head(ledger, recorded, stored)
+    _check_head(ledger, recorded, stored)
     return ledger
 
 
@@ -331,7 +338,7 @@ def _decode_rows(store: LedgerStore, ledger: Ledger, rejected: set[str],
                 _check_columns(b, h, parent, height)
                 if b.index == 0:
                     if b != ledger.genesis:
-                        raise LedgerError("genesis block does not match the stored parameters")
+                        raise LedgerError("genesis block does not match the stored parameters and keys")
                     if seen_genesis:
                         raise LedgerError("a second genesis row")
                     seen_genesis = True
@@ -406,3 +413,32 @@ def _check_head(ledger: Ledger, recorded: HeadRecord, stored: set[str]) -> None:
         f"head says height {recorded.height} hash {recorded.hash[:12]}.. ({recorded.blocks} blocks), but the heaviest "
         f"stored block is height {got.height} hash {got.hash[:12]}.. ({got.blocks} valid blocks): {why}",
         height=recorded.height))
+
+
+def parse_head(text: str) -> tuple[int, str]:
+    """``HEIGHT:HASH`` (what `ledger head` prints) as (height, 64-hex block hash)."""
+    height, sep, h = text.partition(":")
+    if not sep or not height.isdigit():
+        raise LedgerError(f"{text!r}: expected HEIGHT:HASH (what `dnninfer ledger head` prints)")
+    return int(height), check_hex64(h, f"{text!r}: the block hash after ':'")
+
+
+def check_expected_head(ledger: Ledger, height: int, block_hash: str) -> Problem | None:
+    """A `Problem` unless block `block_hash` is at `height` on the main chain (the head or an ancestor of it).
+
+    The head kept outside the file (`ledger head`, signed by its miner) proves what the ledger held
+    then: a file rolled back to an older copy, or replaced by another ledger, no longer has it.
+    """
+    head = ledger.head
+    want = f"expected head height {height} hash {block_hash[:12]}.."
+    b = ledger.blocks.get(block_hash)
+    if b is None:
+        return Problem(f"{want} is not in the ledger (its head is height {head.index} hash {head.hash[:12]}..): "
+                       "rolled back to an older copy, or replaced by another ledger", height=height)
+    if b.index != height:
+        return Problem(f"{want}: that block is at height {b.index}, not {height}", height=height, row=b.hash)
+    on_main = ledger.main_chain()[height] if height <= head.index else None
+    if on_main is None or on_main.hash != block_hash:
+        return Problem(f"{want} is no longer on the main chain (head height {head.index} hash {head.hash[:12]}.. "
+                       "is on another branch): the ledger was rolled back past it", height=height, row=b.hash)
+    return None

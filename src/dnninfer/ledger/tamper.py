@@ -6,11 +6,14 @@ parent. Alterations, drawn per trial:
 
 * `byte`: flip one byte of the block's canonical JSON (any field, any receipt, or the syntax);
 * `block_field`: change one header field (index, prev_hash, merkle_root, miner, reputation_root,
-  target, nonce, timestamp_us) to a different value;
-* `receipt_field`: change one field (signature included) of one receipt;
+  target, nonce, timestamp_us) or the miner's signature to a different value;
+* `receipt_field`: change one field (chain and signature included) of one receipt;
 * `structure`: drop, duplicate, swap, or import (from another block) a receipt;
-* `resealed`: an attacker with mining power: (a) edit a receipt, fix the Merkle and reputation
-  roots and re-mine, or (b) claim a higher reputation's (easier) target and mine at it.
+* `resealed`: an attacker with mining power but no private key: (a) edit a receipt, fix the Merkle
+  and reputation roots and re-mine, or (b) claim a higher reputation's (easier) target and mine at
+  it; either way keeping the block's old signature, the best it can do.
+
+The validators hold the chain's public keys only, as `ledger verify` does.
 
 The rate is honest: a change that happens to leave a valid PoW (chance 1/expected hashes for
 alterations that only PoW guards, e.g. a new nonce) is counted as accepted, not redrawn.
@@ -20,6 +23,7 @@ alterations that only PoW guards, e.g. a new nonce) is counted as accepted, not 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import random
 from typing import Any
@@ -35,9 +39,10 @@ from dnninfer.ledger.reputation import apply_block, table_root
 
 TAMPER_EXPECTED_HASHES = 2**16
 _HEX = "0123456789abcdef"
-_BLOCK_FIELDS = ("index", "prev_hash", "merkle_root", "miner", "reputation_root", "target", "nonce", "timestamp_us")
-_RECEIPT_FIELDS = ("gateway", "ap", "slot", "split", "first", "last", "intermediate_sha256", "output_sha256",
-                   "cycles", "timestamp_us", "signature")
+_BLOCK_FIELDS = ("index", "prev_hash", "merkle_root", "miner", "reputation_root", "target", "nonce", "timestamp_us",
+                 "signature")
+_RECEIPT_FIELDS = ("chain", "gateway", "ap", "slot", "split", "first", "last", "intermediate_sha256",
+                   "output_sha256", "cycles", "timestamp_us", "signature")
 _KINDS = (("byte", 30), ("block_field", 30), ("receipt_field", 30), ("structure", 7), ("resealed", 3))
 
 
@@ -53,8 +58,8 @@ def _other(rng: random.Random, value: Any, pool: tuple[str, ...] = ()) -> Any:
         choice = rng.randrange(4)
         new = (value + 1, value - 1, value ^ (1 << rng.randrange(bits)), rng.randrange(2 * value + 16))[choice]
         return new if new != value else value + 1
-    if len(value) == 64 and all(c in _HEX for c in value):
-        i = rng.randrange(64)
+    if len(value) in (64, 128) and all(c in _HEX for c in value):
+        i = rng.randrange(len(value))
         return value[:i] + rng.choice(_HEX.replace(value[i], "")) + value[i + 1:]
     others = [p for p in pool if p != value]
     if others and rng.random() < 0.5:
@@ -87,7 +92,8 @@ def _resealed(rng: random.Random, ledger: Ledger, block: Block) -> Block:
         template = Block.build(index=block.index, prev_hash=block.prev_hash, miner=block.miner,
                                receipts=block.receipts, reputation_root=block.reputation_root, target=forged,
                                timestamp_us=block.timestamp_us)
-    return mine(template, start_nonce=rng.getrandbits(63))[0]
+    mined = mine(template, start_nonce=rng.getrandbits(63))[0]
+    return dataclasses.replace(mined, signature=block.signature)  # no key: the old signature is all it has
 
 
 def _tampered(rng: random.Random, ledger: Ledger, blocks: list[Block], k: int, kind: str) -> Block:
@@ -130,7 +136,7 @@ def tamper_report(n: int = 1000, seed: int = 0, *, n_blocks: int = 10,
     honest = _honest_chain(seed, n_blocks, expected_hashes)
     blocks = honest.main_chain()[1:]
     # validator k holds exactly the ancestors of blocks[k], as when block k first arrives
-    validators = [Ledger(honest.params, honest.keyring) for _ in blocks]
+    validators = [Ledger(honest.params, honest.genesis_keys) for _ in blocks]
     for k, v in enumerate(validators):
         for b in blocks[:k]:
             v.add_block(b)
