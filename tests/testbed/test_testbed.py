@@ -318,17 +318,25 @@ def test_real_boards_join_by_address_and_a_missing_board_is_named(local3, tmp_pa
     gpu = subprocess.run([*base, "--config", "edge3", "--out", str(tmp_path / "d.json")], capture_output=True,
                          text=True, timeout=300, env=env, cwd=ROOT)
     assert gpu.returncode == 2 and "nano/gpu is a gpu" in gpu.stderr, gpu.stderr[-2000:]
+    run = [exe, "testbed", "run", "digits_cnn", "--cluster", st.address, "--config", "local3", "--strategy", "uniform",
+           "--requests", "2", "--plan-from", "cited", "--json"]
+    r = subprocess.run(run, capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    row = json.loads(r.stdout)["rows"][0]  # the plan ran across the three boards and equals the whole model
+    assert row["max_abs_error"] <= 1e-5 and len({t.split("/")[0] for t in row["targets"]}) == 3, row
+    bw = subprocess.run([*run, "--bandwidth-mbps", "5"], capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+    assert bw.returncode == 2 and "real links" in bw.stderr, bw.stderr[-2000:]
 
 
 @needs_host
 def test_dpra_splits_execute_across_a_link_that_follows_the_channel(local3):
     """Each slot the kernel's rate (read back from tc) is the channel's, divided by the dilation;
     the executed splits equal the whole model; afterwards the configured rate is back."""
-    out = json.loads(cli("dpra", "simulate", "--model", "digits_cnn", "--slots", "4", "--testbed",
+    out = json.loads(cli("dpra", "simulate", "--model", "digits_cnn", "--slots", "3", "--testbed",
                          "--host-estimate", "flops", "--json").stdout)
     rows = out["rows"]
-    assert len(rows) == 4 and all(r["max_abs_error"] <= 1e-5 for r in rows)
-    assert len({round(r["rate_mbps"], 3) for r in rows}) == 4  # Rayleigh fading: a new rate every slot
+    assert len(rows) == 3 and all(r["max_abs_error"] <= 1e-5 for r in rows)
+    assert len({round(r["rate_mbps"], 3) for r in rows}) == 3  # Rayleigh fading: a new rate every slot
     for r in rows:
         assert r["kernel_rate_mbps"] == pytest.approx(r["rate_mbps"], rel=0.01), r
     st = core.TestbedState.load()

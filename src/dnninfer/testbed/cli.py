@@ -59,6 +59,9 @@ def add_commands(sub: Any) -> None:
     r.add_argument("--plan-from", default="measured", type=_plan_from, metavar="measured|cited|cited,measured",
                    help="plan from each model's profile measured on the testbed's PUs (default) or from the "
                         "device YAMLs' cited speeds; both: every distinct plan executed once")
+    r.add_argument("--cluster", default="testbed", metavar="testbed|HOST:PORT",
+                   help="the testbed that is up, or the Ray address of real boards (with --config)")
+    r.add_argument("--config", default=None, help="real boards: the cluster YAML naming their nodes and PUs")
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_run)
     f = tsub.add_parser("fault", help="a link or raylet fault during a request stream: re-plan, count lost requests")
@@ -126,18 +129,20 @@ def cmd_down(args: argparse.Namespace) -> None:
 
 def cmd_run(args: argparse.Namespace) -> None:
     from dnninfer.partition.strategies import STRATEGIES
-    from dnninfer.testbed.core import NOTE, TestbedState
+    from dnninfer.testbed.core import NOTE
     from dnninfer.testbed.experiment import run_cases
+    from dnninfer.testbed.profile import resolve_cluster
 
-    state = TestbedState.load()
+    state = resolve_cluster(args.cluster, args.config)
     strategies = list(STRATEGIES) if args.strategy == "all" else args.strategy.split(",")
     with _ray_quiet():
         rows = run_cases(args.models, strategies, bandwidths=args.bandwidth_mbps or (None,), requests=args.requests,
                          stream=args.stream, objective=args.objective, host=args.host_estimate, seed=args.seed,
-                         plan_from=args.plan_from, log=_log)
-    obj = {"cluster": state.cluster, "dilation": state.dilation, "note": NOTE, "rows": rows,
+                         plan_from=args.plan_from, log=_log, state=state)
+    note = f"real boards at {state.address}: their own speeds and links, nothing emulated" if state.boards else NOTE
+    obj = {"cluster": state.cluster, "dilation": state.dilation, "note": note, "rows": rows,
            "calibration": state.calibration}
-    emit(args, obj, f"testbed {state.cluster} (dilation {state.dilation:g}); {NOTE}",
+    emit(args, obj, f"testbed {state.cluster} (dilation {state.dilation:g}); {note}",
          [{k: r[k] for k in ("model", "bandwidth_mbps", "strategy", "planned_from", "stages", "predicted_latency_s",
                              "measured_latency_s", "pred_error", "max_abs_error")} for r in rows])
 

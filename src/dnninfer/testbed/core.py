@@ -121,7 +121,10 @@ class TestbedState:
         return na.rate_mbps, na.rtt_ms
 
     def apply_rates(self, mbps: float | None = None) -> None:
-        """Set the kernel's rates: every link at `mbps` (undilated), or as configured when None."""
+        """Set the kernel's rates: every link at `mbps` (undilated), or as configured when None.
+        Real boards' links are their own: nothing is set."""
+        if self.boards:
+            return
         nets = {n.name: net.NodeNet(n.index, n.name, 0) for n in self.nodes}
         for n in self.nodes:
             if self.pairs:

@@ -6,11 +6,15 @@ from __future__ import annotations
 import itertools
 import statistics
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from dnninfer.errors import UserError
+from dnninfer.testbed import net
+
+if TYPE_CHECKING:
+    from dnninfer.testbed.core import TestbedState
 
 __all__ = ["measured_energy_j", "run_cases"]
 
@@ -32,13 +36,15 @@ def measured_energy_j(cm: Any, placement: dict[int, str], compute_s: dict[int, f
 
 def run_cases(models: Sequence[str], strategies: Sequence[str], *, bandwidths: Sequence[float | None] = (None,),
               requests: int = 3, stream: int = 0, objective: str = "latency", host: str = "measure", seed: int = 0,
-              plan_from: Sequence[str] = ("cited",), log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+              plan_from: Sequence[str] = ("cited",), log: Callable[[str], None] | None = None,
+              state: TestbedState | None = None) -> list[dict[str, Any]]:
     """One row per (model, bandwidth, planning profile, strategy): predicted and measured latency and
     energy, the output's max error against the whole model, and where the plan ran.
 
     `plan_from`: "cited" plans from the device YAMLs' speed ratios; "measured" first profiles the
     model on every PU of the testbed (`testbed.profile`) and plans from those seconds, which is how
-    per-op-kind speeds (a GPU's) that a quota cannot emulate are kept out of the predictions."""
+    per-op-kind speeds (a GPU's) that a quota cannot emulate are kept out of the predictions.
+    `state`: where to run (default: the testbed that is up; `TestbedState.for_boards` for real boards)."""
     from dnninfer import zoo
     from dnninfer.graph import capture
     from dnninfer.partition.costmodel import CostModel
@@ -54,7 +60,9 @@ def run_cases(models: Sequence[str], strategies: Sequence[str], *, bandwidths: S
     unknown = [s for s in strategies if s not in STRATEGIES]
     if unknown:
         raise UserError(f"--strategy: expected names from {', '.join(STRATEGIES)}, got {unknown[0]!r}")
-    state = TestbedState.load()
+    state = state if state is not None else TestbedState.load()
+    if state.boards and any(bw is not None for bw in bandwidths):
+        raise UserError("--bandwidth-mbps: real boards run over their real links; it sets emulated links only")
     base = state.load_cluster()
     rt = TestbedRuntime(state)
     rows: list[dict[str, Any]] = []
@@ -120,7 +128,10 @@ def _execute(rt: Any, cm: Any, p: Any, name: str, seed: int, ref: Any, requests:
     info = rt.deploy(dep.graph, dep.stages, dep.placement, dep.source, ModelSource(name, seed))
     for _ in range(2):  # warm-up: first calls start threads and fill caches
         rt.run()
+    wire = None if rt.state.boards else [n.index for n in rt.state.nodes]
+    before = net.sent_bytes(wire) if wire else 0
     runs = [rt.run() for _ in range(requests)]
+    sent = (net.sent_bytes(wire) - before) / requests if wire else None
     mid = sorted(runs, key=lambda r: r.latency_s)[len(runs) // 2]
     return {
         "targets": info["targets"], "stages": len(dep.stages),
@@ -131,4 +142,6 @@ def _execute(rt: Any, cm: Any, p: Any, name: str, seed: int, ref: Any, requests:
         "measured_throughput_ips": rt.stream(stream) if stream else None,
         "max_abs_error": max(max_abs_diff(r.output, ref) for r in runs),
         "weights_shipped_bytes": info["weights_shipped_bytes"],
+        "predicted_bytes": p.bytes_sent,
+        "measured_wire_bytes": sent,  # per request, counted by the kernel (Ray's control traffic included)
     }
