@@ -9,8 +9,9 @@ interleaved in one `compare` run, threads pinned per mode:
 * ONNX Runtime, ``ORT_SEQUENTIAL`` (2 intra-op threads) and ``ORT_PARALLEL`` (2 inter-op x 1);
 * torch.compile (Inductor, default mode, 2 threads); skipped in --quick (compile cost).
 
-GPU (only where CUDA is available; §4b, experiment B1): see gpu_bench.py. Otherwise every GPU
-figure is null with the reason. Nothing GPU-side is estimated or simulated here.
+GPU (only where CUDA is available; §4b, experiment B1): see gpu_bench.py. Otherwise the GPU keys
+show the latest GPU check recorded in docs/results/gpu/ with its machine and date (``gpu_source``),
+or null with the reason. Nothing GPU-side is estimated or simulated here.
 """
 
 from __future__ import annotations
@@ -181,6 +182,7 @@ def _loadavg() -> list[float] | None:
 def bench_opara(args: BenchArgs) -> dict[str, Any]:
     from dnninfer import zoo
     from dnninfer.schedule.gpu_bench import gpu_cases, gpu_unavailable_reason
+    from dnninfer.schedule.gpu_results import latest_recorded, no_record_note
 
     cfg = dict(args.pick(FULL, QUICK, SMOKE))
     if args.get("repeats"):
@@ -212,7 +214,10 @@ def bench_opara(args: BenchArgs) -> dict[str, Any]:
                                   seed=args.seed, use_compile=use_compile)
         rows += gpu_rows
 
-    ours = ours_of(cpu, gpu, gpu_reason, lanes)
+    recorded = latest_recorded() if gpu_reason else None  # shown as recorded, never as this run's figure
+    if gpu_reason and recorded is None:
+        gpu_reason += f"; {no_record_note()}"
+    ours = ours_of(cpu, gpu, gpu_reason, lanes, recorded)
     result = {"paper": PAPER, "ours": ours, "rows": rows,
               "config": {"models": list(names), "batches": list(batches), "repeats": cfg["repeats"],
                          "warmup": cfg["warmup"], "lanes": lanes, "intra_threads_per_lane": 1,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import statistics
+import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,11 +41,16 @@ from dnninfer.schedule.ops import OpTable
 from dnninfer.schedule.plan import StreamPlan
 from dnninfer.schedule.program import RECORD, RUN, WAIT, Instr, LaunchProgram, build_program, happens_before_violations
 
-__all__ = ["CudaBackend", "CudaStreamGraph", "FakeCudaBackend", "cuda_node_profile"]
+__all__ = ["CudaBackend", "CudaStreamGraph", "FakeCudaBackend", "cuda_node_profile", "whole_model_graph"]
 
 
 class CudaBackend:
-    """The thin layer over ``torch.cuda``."""
+    """The thin layer over ``torch.cuda``. Beyond the executor's streams, events and capture it
+    carries what the GPU bench and the GPU check time and measure with (timing events, peak
+    memory, an L2-flush buffer, ``torch.compile``), so one code path runs on a GPU and, through
+    `FakeCudaBackend`, on CPU. Every call here exists in torch 2.11."""
+
+    fake = False
 
     def __init__(self, device: str | torch.device = "cuda") -> None:
         self.device = torch.device(device)
@@ -85,6 +91,61 @@ class CudaBackend:
 
     def synchronize(self) -> None:
         torch.cuda.synchronize(self.device)
+
+    def sync_stream(self, stream: Any) -> None:
+        stream.synchronize()
+
+    def keep_alive(self, tensor: torch.Tensor, stream: Any) -> None:
+        """``tensor`` (allocated on another stream) is used on ``stream``: the caching allocator
+        must not reuse its block until ``stream``'s work on it is done."""
+        tensor.record_stream(stream)
+
+    def timer_event(self) -> Any:
+        return torch.cuda.Event(enable_timing=True)
+
+    def reset_peak_memory(self) -> None:
+        torch.cuda.reset_peak_memory_stats(self.device)
+
+    def peak_memory_mb(self) -> float | None:
+        return torch.cuda.max_memory_allocated(self.device) / 2**20
+
+    def empty(self, nbytes: int) -> torch.Tensor:
+        return torch.empty(max(nbytes // 4, 1), dtype=torch.float32, device=self.device)
+
+    def compile(self, model: Any) -> Any:
+        return torch.compile(model, mode="reduce-overhead")
+
+    def describe(self) -> dict[str, Any]:
+        p = torch.cuda.get_device_properties(self.device)
+        return {"name": p.name, "capability": f"{p.major}.{p.minor}", "memory_gib": round(p.total_memory / 2**30, 1),
+                "multiprocessors": p.multi_processor_count, "count": torch.cuda.device_count(),
+                "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
+                "tf32_conv": torch.backends.cudnn.allow_tf32, "tf32_matmul": torch.backends.cuda.matmul.allow_tf32}
+
+
+def whole_model_graph(model: Any, inputs: Sequence[torch.Tensor], backend: Any = None,
+                      warmup: int = 3) -> Callable[..., Any]:
+    """PyTorch's standard whole-model CUDA Graph on one stream (Opara's baseline): warm up on a
+    side stream, capture one forward, then each call copies its inputs into the static buffers and
+    replays. Returns the static outputs (aliased: the next call overwrites them)."""
+    backend = backend if backend is not None else CudaBackend()
+    static = [x.clone() for x in inputs]
+    side, current = backend.new_stream(), backend.current_stream()
+    backend.wait_stream(side, current)
+    for _ in range(warmup):
+        backend.launch(side, "model", lambda: model(*static))
+    backend.wait_stream(current, side)
+    backend.synchronize()
+    graph, out = backend.capture(lambda: backend.launch(side, "model", lambda: model(*static)), side)
+    backend.synchronize()
+
+    def run(*new: torch.Tensor) -> Any:
+        for dst, src in zip(static, new, strict=True):
+            dst.copy_(src)
+        backend.replay(graph)
+        return out
+
+    return run
 
 
 class CudaStreamGraph:
@@ -158,11 +219,13 @@ class CudaStreamGraph:
         return {"streams": self.program.num_streams, **self.program.counts()}
 
 
-def cuda_node_profile(graph: Graph, *, repeats: int = 10, warmup: int = 3, device: str = "cuda") -> dict[str, float]:
+def cuda_node_profile(graph: Graph, *, repeats: int = 10, warmup: int = 3, device: str = "cuda",
+                      backend: Any = None, inputs: Sequence[torch.Tensor] | None = None) -> dict[str, float]:
     """Median GPU seconds per compute node (CUDA events around each op, one stream), for Alg. 2."""
-    gm = copy.deepcopy(graph.gm).to(device)
+    backend = backend if backend is not None else CudaBackend(device)
+    gm = backend.to_device(copy.deepcopy(graph.gm))
     table = OpTable(gm)
-    inputs = [x.to(device) for x in graph.example_inputs]
+    inputs = [backend.to_device(x) for x in (inputs if inputs is not None else graph.example_inputs)]
     names = list(table.calls)
     times: dict[str, list[float]] = {n: [] for n in names}
     with torch.no_grad():
@@ -170,12 +233,12 @@ def cuda_node_profile(graph: Graph, *, repeats: int = 10, warmup: int = 3, devic
             env = table.new_env(inputs)
             marks = []
             for n in names:
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start, end = backend.timer_event(), backend.timer_event()
                 start.record()
                 env[table.slot[n]] = table.calls[n](env)
                 end.record()
                 marks.append((n, start, end))
-            torch.cuda.synchronize()
+            backend.synchronize()
             if r >= warmup:
                 for n, start, end in marks:
                     times[n].append(start.elapsed_time(end) * 1e-3)
@@ -191,6 +254,22 @@ class _FakeStream:
 @dataclass(frozen=True)
 class _FakeEvent:
     id: int
+
+
+class _FakeTimer:
+    """A timing event on the host clock (the fake backend's work is synchronous)."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def record(self, stream: Any = None) -> None:
+        self.t = time.perf_counter()
+
+    def synchronize(self) -> None:
+        return None
+
+    def elapsed_time(self, end: _FakeTimer) -> float:
+        return (end.t - self.t) * 1e3
 
 
 class _FakeGraph:
@@ -211,6 +290,9 @@ class FakeCudaBackend:
     stream not forked from the capture stream is an error (it would silently run outside the
     graph), and capture must end with every forked stream joined ("unjoined work"). Every call
     is traced as `Instr`s, so tests can check happens-before on what the executor actually did."""
+
+    fake = True
+    device = torch.device("cpu")
 
     def __init__(self) -> None:
         self.trace: list[Instr] = []
@@ -290,3 +372,31 @@ class FakeCudaBackend:
 
     def synchronize(self) -> None:
         return None
+
+    # what the GPU bench and the GPU check need besides the executor: CPU stand-ins
+    def sync_stream(self, stream: _FakeStream) -> None:
+        return None
+
+    def keep_alive(self, tensor: torch.Tensor, stream: _FakeStream) -> None:
+        return None
+
+    def timer_event(self) -> _FakeTimer:
+        return _FakeTimer()
+
+    def reset_peak_memory(self) -> None:
+        return None
+
+    def peak_memory_mb(self) -> float | None:
+        return None  # not measured on CPU
+
+    def empty(self, nbytes: int) -> torch.Tensor:
+        return torch.empty(max(min(nbytes, 1 << 20) // 4, 1), dtype=torch.float32)
+
+    def compile(self, model: Any) -> Any:
+        """No Inductor here (20-40 s a model on CPU): the model itself behind a call, so the
+        bench's compile path (timing, errors, equality) still runs."""
+        return lambda *xs: model(*xs)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": "fake CUDA backend (CPU)", "capability": None, "memory_gib": None, "multiprocessors": None,
+                "count": 0, "cuda": None, "cudnn": None, "tf32_conv": None, "tf32_matmul": None}

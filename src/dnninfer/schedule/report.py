@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +12,14 @@ from dnninfer.report.section import ReportSection, Table, build_section
 
 
 def _best(result: dict[str, Any], key: str) -> tuple[float, str] | None:
-    """The largest measured value of a per-(model, batch) figure and its case: the paper's figures
-    are "up to"; ``None`` where nothing was measured (every GPU figure on a machine without CUDA)."""
-    found = [(v, f"{m} b{b}") for m, per in (lookup(result, key) or {}).items() for b, v in (per or {}).items()
-             if v is not None]
+    """The largest value of a GPU figure over models and batches (``KEY[model]`` at batch 1,
+    ``KEY_b8[model]`` etc.) and its case: the paper's figures are "up to"; ``None`` where nothing
+    was measured or recorded (every GPU figure on a machine without CUDA and no GPU check)."""
+    found = []
+    for k, per in (result.get("ours") or {}).items():
+        m = re.fullmatch(rf"{re.escape(key)}(?:_b(\d+))?", k)
+        if m and isinstance(per, dict):
+            found += [(v, f"{model} b{m.group(1) or 1}") for model, v in per.items() if isinstance(v, int | float)]
     return max(found) if found else None
 
 
@@ -29,7 +34,12 @@ def _best_value(key: str) -> Any:
 def _gpu_note(key: str) -> Any:
     def note(result: dict[str, Any]) -> str:
         best = _best(result, key)
-        return f"best case: {best[1]}" if best else str(lookup(result, "gpu_reason") or "not run")
+        if not best:
+            return str(lookup(result, "gpu_reason") or "not run")
+        source = lookup(result, "gpu_source") or {}
+        recorded = "" if source.get("measured_here", True) else (
+            f"; recorded on {source.get('machine')}, {source.get('date')} ({source.get('file')}), not in this run")
+        return f"best case: {best[1]}{recorded}"
 
     return note
 
@@ -87,4 +97,5 @@ def report_section(result: dict[str, Any], outdir: Path) -> ReportSection:
                         Table(result["rows"], "Rows")]
     return build_section("Opara: operator-parallel inference", result, outdir, claims=CLAIMS, parts=parts,
                          intro="CPU figures are measured here (interleaved, threads pinned). GPU figures are measured "
-                               "only where a CUDA device exists; otherwise they are null with the reason.")
+                               "only where a CUDA device exists; otherwise they are the latest GPU check recorded in "
+                               "docs/results/gpu/ (machine and date in the notes) or null with the reason.")

@@ -12,7 +12,10 @@ does not share their GIL), for each image size class (small ~0.1 MP, medium ~1 M
   the pipeline's batch size and layout; paper: ~19.5% on large images, the "~80% impact");
 * broker hop latency (p50/p99) between the detector and the per-crop classifier, in-process queue
   vs a real redis-server, inside the running two-DNN pipeline (low load) and as a raw
-  put -> get micro-benchmark.
+  put -> get micro-benchmark;
+* GPU-side serving (``gpu_preprocess_share``, ``gpu_speedup_large``): never measured here, read from
+  the latest GPU check recorded in docs/results/gpu/ with its machine and date (``gpu_source``,
+  ``gpu_note``), null when none is.
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ def _add_arguments(p: Any) -> None:
                  "pipeline, broker between two DNNs", report_section=report_section,
                  add_arguments=_add_arguments, headline=CLAIMS[0])
 def bench_serving(args: BenchArgs) -> dict[str, Any]:
+    from dnninfer.schedule.gpu_results import recorded_part
     from dnninfer.serving.images import jpeg_for
     from dnninfer.serving.redis_server import RedisServer, redis_missing_reason
     from dnninfer.serving.runner import ServerProcess
@@ -161,6 +165,9 @@ def bench_serving(args: BenchArgs) -> dict[str, Any]:
         ours["open_loop_p99_ms"] = {s: {p: measured[(s, p)]["open_loop"]["p99_ms"] for p in PIPES} for s in sizes}
     if redis_reason:
         ours["redis_skipped"] = redis_reason
+    # GPU-side serving is measured only by the GPU check (serving/gpu.py): its recorded figures, labelled
+    ours.update(recorded_part("serving", ("gpu_preprocess_share", "gpu_speedup_large", "gpu_speedup",
+                                          "gpu_throughput_rps")))
     result = {"paper": PAPER, "ours": ours, "rows": rows,
               "config": {**cfg, "model": model, "sizes": list(sizes), "threads": 1,
                          "images": {s: {"bytes": len(images[s][0])} for s in sizes},

@@ -28,7 +28,6 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-import simplejpeg
 from PIL import Image
 
 __all__ = [
@@ -232,7 +231,11 @@ def naive_decode(body: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
 
 
 def _decode(body: bytes, **scale: int) -> np.ndarray:
-    """libjpeg-turbo decode to RGB, strict: corrupt-data warnings refuse the image (one-line 400)."""
+    """libjpeg-turbo decode to RGB, strict: corrupt-data warnings refuse the image (one-line 400).
+    simplejpeg is imported here, not at the top, so the rest of this module (geometry, normalise)
+    imports on the lent GPU machine, which has no simplejpeg unless its wheel is carried."""
+    import simplejpeg
+
     try:
         return simplejpeg.decode_jpeg(body, colorspace="RGB", strict=True, **scale)
     except (ValueError, OSError) as e:

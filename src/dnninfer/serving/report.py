@@ -45,6 +45,10 @@ CLAIMS = (
     Claim("broker hop p50 / p99 ms, Redis", ours=lambda r: _hop(r, "redis"),
           note=lambda r: lookup(r, "redis_skipped") or "a real redis-server on 127.0.0.1"),
     Claim("failed requests", "0", "errors", target=0, better="lower"),
+    Claim("GPU: GPU-decode / CPU-decode peak throughput, large image", "2.25x (over prior work)", "gpu_speedup_large",
+          target=2.25, fmt="x", note=lambda r: str(lookup(r, "gpu_note") or "")),
+    Claim("GPU: non-DNN share, GPU-decode pipeline, medium image", "up to 56% (GPU server)",
+          "gpu_preprocess_share.medium", fmt=".1%", note=lambda r: str(lookup(r, "gpu_note") or "")),
 )
 
 COLOURS = {"receive": "#8c564b", "decode": "#d62728", "resize": "#ff7f0e", "normalise": "#bcbd22",
