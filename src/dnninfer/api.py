@@ -61,6 +61,7 @@ __all__ = [
     "load",
     "partition",
     "plan_memory",
+    "profile_cluster",
     "quantize",
     "rnsify",
     "schedule",
@@ -218,7 +219,7 @@ class Partition:
 
 
 def _cost_model(m: Model, cluster: Any, profile: str, bandwidth_mbps: float | None = None,
-                source: str | None = None) -> Any:
+                source: str | None = None, measured: Any = None) -> Any:
     from dnninfer.cost import Cluster, load_cluster
     from dnninfer.graph import capture as _capture
     from dnninfer.partition.costmodel import CostModel
@@ -228,39 +229,68 @@ def _cost_model(m: Model, cluster: Any, profile: str, bandwidth_mbps: float | No
     if bandwidth_mbps is not None:
         c = with_bandwidth(c, bandwidth_mbps)
     g = _capture(m.model, m.inputs, name=m.name)
-    return CostModel.build(g, c, host=profile, source=source)
+    if isinstance(measured, (str, Path)):
+        from dnninfer.cost.measured import load_cluster_profile
+
+        measured = load_cluster_profile(measured)
+    return CostModel.build(g, c, host=profile, source=source, measured=measured)
 
 
 def partition(model: ModelLike, inputs: Sequence[Any] | torch.Tensor | None, cluster: Any, *,
               strategy: str = "hidp", objective: str = "latency", profile: str = "measure",
-              bandwidth_mbps: float | None = None, source: str | None = None) -> Partition:
+              bandwidth_mbps: float | None = None, source: str | None = None,
+              cluster_profile: Any = None) -> Partition:
     """Split `model` over `cluster` (a `Cluster`, a shipped name like ``"edge3"``, or a YAML path).
 
     `strategy`: ``hidp`` or a baseline (see `dnninfer partition --help`); `objective`: latency,
     energy or throughput; `profile`: ``"measure"`` times every node here once (cached),
     ``"flops"`` estimates from FLOPs (fast, no measurement); `bandwidth_mbps` overrides every
-    link; `source`: the node where inputs arrive (default the cluster's first).
+    link; `source`: the node where inputs arrive (default the cluster's first);
+    `cluster_profile`: a measured profile of the cluster's devices (`profile_cluster`, or its file):
+    plans from each PU's measured seconds instead of cited speed ratios.
     """
     from dnninfer.partition.strategies import plan as _plan
 
     m = _resolve(model, inputs)
-    cm = _cost_model(m, cluster, profile, bandwidth_mbps, source)
+    cm = _cost_model(m, cluster, profile, bandwidth_mbps, source, cluster_profile)
     p = _plan(cm, strategy, objective)
     p.model, p.cluster = m.name, cm.cluster.name
     return Partition(p, cm, m, bandwidth_mbps)
 
 
+def profile_cluster(model: str | Path, where: str = "testbed", *, config: str | None = None, seed: int = 0,
+                    warmup: int = 2, repeats: int = 5, input_shape: Sequence[int] | None = None,
+                    weights: str | Path | None = None, out: str | Path | None = None) -> Any:
+    """Per-node seconds of `model` measured on every processing unit of a running cluster: the
+    testbed (``where="testbed"``) or real boards joined to a Ray cluster (``where="HOST:PORT"``
+    with `config`, the cluster YAML naming them). Each node rebuilds the model itself (a zoo name,
+    or a model file every node reads at the same absolute path), so no weights cross the links.
+    The result (`ClusterProfile`, also written to `out`) is what `partition(...,
+    cluster_profile=...)` plans from: measured devices instead of cited speed ratios."""
+    from dnninfer.testbed.profile import profile_cluster as _profile
+    from dnninfer.testbed.profile import resolve_cluster
+    from dnninfer.testbed.runtime import ModelSource
+
+    state = resolve_cluster(where, config)
+    src = ModelSource.of(str(model), seed=seed, input_shape=input_shape,
+                         weights=str(weights) if weights is not None else None)
+    prof = _profile(src, state, warmup=warmup, repeats=repeats)
+    if out is not None:
+        prof.save(out)
+    return prof
+
+
 def compare_partitions(model: ModelLike, inputs: Sequence[Any] | torch.Tensor | None, cluster: Any, *,
                        objective: str = "latency", profile: str = "measure",
                        bandwidth_mbps: float | None = None, source: str | None = None,
-                       strategies: Sequence[str] | None = None) -> list[Partition]:
+                       strategies: Sequence[str] | None = None, cluster_profile: Any = None) -> list[Partition]:
     """Every strategy's plan on one cost model, best first by `objective` (a strategy that finds
-    no feasible plan is left out)."""
+    no feasible plan is left out); `cluster_profile` as in `partition`."""
     from dnninfer.partition.strategies import STRATEGIES
     from dnninfer.partition.strategies import plan as _plan
 
     m = _resolve(model, inputs)
-    cm = _cost_model(m, cluster, profile, bandwidth_mbps, source)
+    cm = _cost_model(m, cluster, profile, bandwidth_mbps, source, cluster_profile)
     out = []
     for name in strategies or list(STRATEGIES):
         try:
@@ -309,24 +339,45 @@ class MemoryPlanResult:
 
 
 def plan_memory(model: ModelLike, inputs: Sequence[Any] | torch.Tensor | None = None, *,
-                planner: str = "vmcu_fused", budget_bytes: int | None = None,
-                calibration: torch.Tensor | None = None) -> MemoryPlanResult:
+                planner: str | None = None, budget_bytes: int | None = None,
+                calibration: torch.Tensor | None = None, max_mac_overhead: float | None = None) -> MemoryPlanResult:
     """Quantise to int8 (activation ranges from `calibration`, default the example inputs) and plan
-    activation memory with `planner` (naive, tflm, tinyengine, vmcu, vmcu_fused).
+    activation memory.
 
-    Over `budget_bytes`, a `UserError` names the peak and the layer that sets it.
+    `planner`: naive, tflm, tinyengine, vmcu, vmcu_fused (the default without a budget), or
+    ``"patch"``: the first steps run patch by patch inside the vMCU pool (MCUNetV2), the setting
+    with the smallest peak within `max_mac_overhead` (default 1.15: at most 15 % more MACs).
+    With `budget_bytes` and no `planner`, every planner and patch setting is searched and the plan
+    that fits (activations + scratch) with the least MAC overhead is returned
+    (`dnninfer.memory.patch.fit_budget`; `max_mac_overhead` bounds the patch settings tried).
+    Over the budget, a `UserError` names the (smallest reachable) peak and the layer that sets it.
     """
+    from dnninfer.memory.patch import fit_budget, search
     from dnninfer.memory.planners import plan as _plan
     from dnninfer.memory.quantize import quantize
 
     m = _resolve(model, inputs)
     calib = calibration if calibration is not None else m.inputs[0]
     ir = quantize(m.model, calib, name=m.name)
+    if planner is None and budget_bytes is not None:
+        return MemoryPlanResult(ir, fit_budget(ir, budget_bytes, max_overhead=max_mac_overhead, who="plan_memory"))
+    if planner == "patch":
+        if budget_bytes is not None:
+            return MemoryPlanResult(ir, fit_budget(ir, budget_bytes, planners=(), who="plan_memory",
+                                                   max_overhead=max_mac_overhead))
+        bound = 1.15 if max_mac_overhead is None else max_mac_overhead
+        p = search(ir, max_overhead=bound)
+        if p is None:
+            raise UserError(f"plan_memory: no patch plan for {m.name!r} within MAC overhead x{bound:g} "
+                            "(the network must start with a chain of conv/depthwise/pointwise/pool steps)")
+        return MemoryPlanResult(ir, p)
+    planner = planner or "vmcu_fused"
     p = _plan(ir, planner)
-    if budget_bytes is not None and p.peak_bytes > budget_bytes:
+    if budget_bytes is not None and p.total_bytes > budget_bytes:
         worst = max(range(len(p.live_per_layer)), key=p.live_per_layer.__getitem__)
-        raise UserError(f"plan_memory: {planner} needs {p.peak_bytes} bytes, over the budget of {budget_bytes}; "
-                        f"the peak is set by layer {ir.layers[worst].name!r} ({p.live_per_layer[worst]} bytes live)")
+        raise UserError(f"plan_memory: {planner} needs {p.total_bytes} bytes ({p.peak_bytes} + {p.scratch_bytes} "
+                        f"scratch), over the budget of {budget_bytes}; the peak is set by layer "
+                        f"{ir.layers[worst].name!r} ({p.live_per_layer[worst]} bytes live)")
     return MemoryPlanResult(ir, p)
 
 

@@ -109,3 +109,16 @@ def test_partition_cli_plans_from_a_profile(graph, tmp_path):
     bad = subprocess.run([*base[:3], "--cluster", "edge3", "--profile", str(path)], capture_output=True, text=True,
                          timeout=300)
     assert bad.returncode == 2 and bad.stderr.startswith("dnninfer: error: ") and "no measurement" in bad.stderr
+
+
+def test_python_api_plans_from_a_profile_file(graph, tmp_path):
+    """`dnninfer.partition(..., cluster_profile=FILE)`: the library path to the same plans; the
+    source device measured 4x slower makes its all-local plan 4x the cited-free flops figure."""
+    import dnninfer
+
+    cluster = load_cluster("edge3")
+    path = _profile(graph, cluster, {"rpi4": 4.0}).save(tmp_path / "p.json")
+    p = dnninfer.partition("resnet18", None, "edge3", strategy="all-local", profile="flops", cluster_profile=path)
+    assert p.latency_ms == pytest.approx(4.0 * sum(flops_estimate(graph).values()) * 1e3, rel=1e-6)
+    cited = dnninfer.partition("resnet18", None, "edge3", strategy="all-local", profile="flops")
+    assert cited.latency_ms != pytest.approx(p.latency_ms)  # negative control: the profile moved it

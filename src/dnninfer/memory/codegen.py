@@ -14,6 +14,12 @@
 * requantisation is the gemmlowp arithmetic documented in `fixedpoint` (srdhm, RoundingDivideByPOT,
   saturating left shift), accumulation is int32 for the products plus an int64 bias add, so the C
   output equals the Python executor (`executor.run`) bit for bit;
+* patch plans (`dnninfer.memory.patch`): no ``scratch`` array; the prefix runs in a loop over the
+  patches from per-patch tables in flash (`PatchTables`: the row and column band of every prefix
+  tensor per patch row and column, where each step's output starts in the patch-buffer arc, each
+  step's scratch run in the pool), with kernels that compute a column range of one output row from
+  a view of a patch buffer (its first row and column, its own row stride; taps outside the tensor
+  are the image-edge padding); the tail is the circular steps with their scratch runs in the pool;
 * ``main``: with ``-DHOST`` it reads the int8 input (HWC) from the file named by ``argv[1]`` (or
   stdin) and writes the int8 output bytes to stdout; without it (the MCU build) it runs once on
   the pool as found and returns the arg-max class, so no stdio is linked.
@@ -32,6 +38,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -280,6 +287,161 @@ static void maxpool_row(const layer_t *L, const tref_t *x, int32_t t, int8_t *ds
 _ROW_FN = {"conv": "conv_row", "pw": "conv_row", "dw": "dw_row", "fc": "fc_row"}
 
 
+# -- patch-based execution (memory/patch.py): a column range of one output row, on patch buffers --------
+
+_PATCH_KERNELS: dict[str, str] = {
+    "patch": r"""
+/* -- patch-based execution (dnninfer.memory.patch.run_patch) --
+ * A view of a tensor region: element (row r, column c, channel ch) of a tensor with n channels is
+ * byte (r - r0) * rs + (c - c0) * n + ch of `ref`. A whole tensor in the pool: r0 = c0 = 0, rs = W * C.
+ * A patch buffer (nested arc after the input): its first row and column and its own row stride
+ * (columns of the patch times C). A row buffer in a kernel's run of the pool: r0 = 0 and `ref.len`
+ * one row (k rows for the line buffer), so row r lands in slot r mod (len / rs). Kernels below
+ * compute output row t, columns [o0, o1), of a layer from such a view; taps outside the tensor
+ * (rows 0..hin, columns 0..win) are the zero padding at the image edge and add nothing. */
+typedef struct {
+    tref_t ref;
+    int32_t r0, c0, rs;
+} view_t;
+
+static inline int32_t vix(const view_t *v, int32_t r, int32_t c, int32_t n) {
+    return (r - v->r0) * v->rs + (c - v->c0) * n;
+}
+static inline int32_t pwindow_sum(const layer_t *L, const view_t *x, int32_t t, int32_t ox, int32_t c0,
+                                  int32_t n, const int8_t *w0, int32_t w_tap, int32_t w_ch) {
+    int32_t sum = 0, ky, kx, ci;
+    for (ky = 0; ky < L->k; ++ky) {
+        const int32_t iy = t * L->s - L->p + ky;
+        if (iy < 0 || iy >= L->hin) continue;
+        for (kx = 0; kx < L->kw; ++kx) {
+            const int32_t ix = ox * L->s - L->p + kx;
+            const int8_t *wp = w0 + (ky * L->kw + kx) * w_tap;
+            int32_t base;
+            if (ix < 0 || ix >= L->win) continue;
+            base = vix(x, iy, ix, L->cin) + c0;
+            for (ci = 0; ci < n; ++ci)
+                sum += ((int32_t)*at(&x->ref, base + ci) - L->zp_in) * (int32_t)wp[ci * w_ch];
+        }
+    }
+    return sum;
+}
+/* store n bytes of output row t from column o0 on */
+static void store_vrow(const view_t *y, int32_t t, int32_t o0, int32_t cn, const int8_t *src, int32_t n) {
+    const int32_t base = vix(y, t, o0, cn);
+    int32_t j;
+    for (j = 0; j < n; ++j) *at(&y->ref, base + j) = src[j];
+}
+""",
+    "pconv": r"""
+/* conv k x kw (and 1x1 pw) on a view: output row t, columns [o0, o1) into dst[(o1 - o0) * cout] */
+static void pconv_row(const layer_t *L, const view_t *x, int32_t t, int32_t o0, int32_t o1, int8_t *dst) {
+    int32_t ox, co;
+    for (ox = o0; ox < o1; ++ox)
+        for (co = 0; co < L->cout; ++co) {
+            const int32_t sum = pwindow_sum(L, x, t, ox, 0, L->cin, L->w + co, L->cin * L->cout, L->cout);
+            dst[(ox - o0) * L->cout + co] = finish(L, (int64_t)L->bias[co] + sum, co);
+        }
+}
+""",
+    "pdw": r"""
+/* depthwise k x kw on a view: output row t, columns [o0, o1) into dst[(o1 - o0) * c] */
+static void pdw_row(const layer_t *L, const view_t *x, int32_t t, int32_t o0, int32_t o1, int8_t *dst) {
+    const int32_t c_n = L->cout;
+    int32_t ox, c;
+    for (ox = o0; ox < o1; ++ox)
+        for (c = 0; c < c_n; ++c) {
+            const int32_t sum = pwindow_sum(L, x, t, ox, c, 1, L->w + c, c_n, 0);
+            dst[(ox - o0) * c_n + c] = finish(L, (int64_t)L->bias[c] + sum, c);
+        }
+}
+""",
+    "padd": r"""
+/* TFLite int8 ADD on views: row t, columns [o0, o1); reads both inputs of an element before writing it */
+static void padd_row(const layer_t *L, const view_t *a, const view_t *b, int32_t t, int32_t o0, int32_t o1,
+                     int8_t *dst) {
+    const int32_t n = (o1 - o0) * L->cout, ia = vix(a, t, o0, L->cout), ib = vix(b, t, o0, L->cout);
+    int32_t j;
+    for (j = 0; j < n; ++j) {
+        const int64_t xa = (int64_t)((int32_t)*at(&a->ref, ia + j) - L->zp_in) * ((int64_t)1 << 20);
+        const int64_t xb = (int64_t)((int32_t)*at(&b->ref, ib + j) - L->zp_in2) * ((int64_t)1 << 20);
+        const int64_t sa = requant(xa, L->m0[0], L->sh[0]), sb = requant(xb, L->m0[1], L->sh[1]);
+        int64_t y = requant(sa + sb, L->m0[2], L->sh[2]);
+        y += L->zp_out;
+        if (y < L->act_min) y = L->act_min;
+        if (y > L->act_max) y = L->act_max;
+        dst[j] = (int8_t)y;
+    }
+}
+""",
+    "pavgpool": r"""
+/* average pool on a view (no padding): output row t, columns [o0, o1) */
+static void pavgpool_row(const layer_t *L, const view_t *x, int32_t t, int32_t o0, int32_t o1, int8_t *dst) {
+    int32_t ox, c, ky, kx, rows = 0;
+    for (ky = 0; ky < L->k; ++ky) {
+        const int32_t iy = t * L->s + ky;
+        if (iy >= 0 && iy < L->hin) ++rows;
+    }
+    for (ox = o0; ox < o1; ++ox) {
+        for (c = 0; c < L->cin; ++c) {
+            int64_t acc = 0, y;
+            const int64_t count = (int64_t)rows * L->kw, half = count / 2;
+            for (ky = 0; ky < L->k; ++ky) {
+                const int32_t iy = t * L->s + ky;
+                if (iy < 0 || iy >= L->hin) continue;
+                for (kx = 0; kx < L->kw; ++kx) acc += *at(&x->ref, vix(x, iy, ox * L->s + kx, L->cin) + c);
+            }
+            y = acc > 0 ? (acc + half) / count : (acc - half) / count;
+            if (y < L->act_min) y = L->act_min;
+            if (y > L->act_max) y = L->act_max;
+            dst[(ox - o0) * L->cin + c] = (int8_t)y;
+        }
+    }
+}
+""",
+    "pmaxpool": r"""
+/* max pool on a view: output row t, columns [o0, o1); padding never wins */
+static void pmaxpool_row(const layer_t *L, const view_t *x, int32_t t, int32_t o0, int32_t o1, int8_t *dst) {
+    int32_t ox, c, ky, kx;
+    for (ox = o0; ox < o1; ++ox) {
+        for (c = 0; c < L->cin; ++c) {
+            int32_t m = -32768;
+            for (ky = 0; ky < L->k; ++ky) {
+                const int32_t iy = t * L->s - L->p + ky;
+                if (iy < 0 || iy >= L->hin) continue;
+                for (kx = 0; kx < L->kw; ++kx) {
+                    const int32_t ix = ox * L->s - L->p + kx;
+                    int32_t v;
+                    if (ix < 0 || ix >= L->win) continue;
+                    v = *at(&x->ref, vix(x, iy, ix, L->cin) + c);
+                    if (v > m) m = v;
+                }
+            }
+            if (m < L->act_min) m = L->act_min;
+            if (m > L->act_max) m = L->act_max;
+            dst[(ox - o0) * L->cin + c] = (int8_t)m;
+        }
+    }
+}
+""",
+}
+_KERNELS.update(_PATCH_KERNELS)
+
+
+def _patch_kernel(layer: Layer) -> tuple[str, str]:
+    """(kernel key, C function) computing a column range of one output row of `layer` on views."""
+    if layer.kind == "pool":
+        key = "pavgpool" if layer.pool == "avg" else "pmaxpool"
+    elif layer.kind in ("conv", "pw"):
+        key = "pconv"
+    elif layer.kind in ("dw", "add"):
+        key = "p" + layer.kind
+    else:
+        raise UserError(f"codegen: layer {layer.name!r}: kind {layer.kind!r} cannot run patch by patch")
+    return key, f"{key}_row"
+
+
+
+
 def _row_kernel(layer: Layer) -> tuple[str, str]:
     """(kernel key, C function) computing one output row of `layer` (add excluded)."""
     if layer.kind == "pool":
@@ -362,16 +524,70 @@ def _comment(text: str) -> str:
 
 # -- the planned schedule --------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class PatchTables:
+    """What the generated C of a ``patch`` plan reads per patch: `patch.run_patch`'s layout as tables.
+
+    ``tensors``: the prefix tensors in table order (the input, then each prefix layer's output);
+    ``rows[i][m]``: rows ``[lo, hi)`` of tensor ``m`` that patch row ``i`` computes (halo included),
+    ``cols[j][m]``: its columns for patch column ``j`` (receptive fields, `graph.receptive`);
+    ``local_va[k][u]``: where prefix step ``u``'s output starts in the patch-buffer arc for patch
+    ``k = i*q + j`` (every step but the last, which writes the exit tensor in place);
+    ``scratch_at[k][u]``: the pool offset of step ``u``'s scratch run (tile, depthwise row, line buffer).
+    """
+
+    tensors: tuple[int, ...]
+    rows: tuple[tuple[tuple[int, int], ...], ...]
+    cols: tuple[tuple[tuple[int, int], ...], ...]
+    local_va: tuple[tuple[int, ...], ...]
+    scratch_at: tuple[tuple[int, ...], ...]
+
+
+def patch_tables(ir: IR, plan: MemoryPlan) -> PatchTables:
+    """The per-patch tables of a ``patch`` plan, from the same geometry the Python executor walks."""
+    from dnninfer.memory.patch import plan_geometry
+
+    g = plan_geometry(ir, plan)
+    tensors = (ir.input, *(ir.layers[li].output for li in g.layers))
+    return PatchTables(tensors, tuple(tuple(rg[t] for t in tensors) for rg in g.rg),
+                       tuple(tuple(cg[t] for t in tensors) for cg in g.cg), plan.patch.local_va, plan.patch.scratch_at)
+
+
+def _c_table(name: str, values: Any) -> str:
+    """A ``static const int32_t`` array of any rank from nested sequences of ints (flash)."""
+    dims = []
+    v = values
+    while isinstance(v, (list, tuple)):
+        dims.append(len(v))
+        v = v[0] if len(v) else 0
+
+    def body(x: Any, depth: int) -> str:
+        if not isinstance(x, (list, tuple)):
+            return str(int(x))
+        sep = ",\n    " if depth == 0 and len(dims) > 1 else ", "
+        return "{" + sep.join(body(e, depth + 1) for e in x) + "}"
+
+    return f"static const int32_t {name}{''.join(f'[{d}]' for d in dims)} = {body(values, 0)};\n"
+
+
 class _Emitter:
-    """Builds ``model_invoke`` for one plan and remembers which kernels and tensor refs it uses."""
+    """Builds ``model_invoke`` for one plan and remembers which kernels and tensor refs it uses.
+
+    Kernel scratch is the ``scratch`` array from offset 0, or (patch plans) a run of the pool that
+    starts at ``scratch_at``: `sp` and `buffer` address it either way.
+    """
 
     def __init__(self, ir: IR, plan: MemoryPlan) -> None:
         self.ir = ir
         self.plan = plan
         self.kernels: set[str] = set()
         self.refs: dict[str, str] = {}  # name -> initializer
+        self.views: dict[str, str] = {}  # name -> initializer (patch plans: whole-tensor views)
+        self.tables: list[str] = []  # patch plans: per-patch tables
         self.body: list[str] = []
         self.uses_scratch = False
+        self.scratch_in: str = "scratch"  # the array kernel scratch lives in ("pool" for patch plans)
+        self.scratch_at = 0
 
     def tensor(self, t: int) -> str:
         """The `tref_t` of pool tensor t (offset in a linear plan, arc + VA in a circular one)."""
@@ -388,14 +604,26 @@ class _Emitter:
             self.refs[name] = init
         return name
 
+    def view(self, t: int) -> str:
+        """The `view_t` of a whole pool tensor (rows of W * C bytes from row 0, column 0)."""
+        name = f"V{t}"
+        if name not in self.views:
+            self.views[name] = f"{{{self.refs[self.tensor(t)]}, 0, 0, {self.ir.tensors[t].row_bytes}}}"
+        return name
+
+    def sp(self, offset: int = 0) -> str:
+        """A C pointer to byte ``offset`` of the current step's scratch."""
+        self.uses_scratch |= self.scratch_in == "scratch"
+        at = self.scratch_at + offset
+        return f"{self.scratch_in} + {at}" if at else self.scratch_in
+
     def buffer(self, name: str, offset: int, length: int) -> str:
         """A ref to a row buffer in scratch: index i lands in slot i mod length."""
-        self.uses_scratch = True
-        self.refs.setdefault(name, f"{{scratch, {offset}, 0, {max(length, 1)}, INT32_MAX}}")
+        self.uses_scratch |= self.scratch_in == "scratch"
+        self.refs.setdefault(name, f"{{{self.scratch_in}, {self.scratch_at + offset}, 0, {max(length, 1)}, INT32_MAX}}")
         return name
 
     def emit(self, line: str) -> None:
-        self.uses_scratch |= "scratch" in line
         self.body.append("    " + line)
 
     def step_layer(self, li: int, circular: bool) -> None:
@@ -403,7 +631,7 @@ class _Emitter:
         x = self.tensor(layer.inputs[0])
         y = self.tensor(layer.output)
         so = layer.so
-        dst = "scratch" if circular else f"at(&{y}, t * {so})"
+        dst = self.sp() if circular else f"at(&{y}, t * {so})"
         self.emit(f"/* {_comment(layer.name)}: {layer.kind} {layer.hin}x{layer.win}x{layer.cin} -> "
                   f"{layer.hout}x{layer.wout}x{layer.cout} */")
         if layer.kind == "add":
@@ -414,7 +642,7 @@ class _Emitter:
             key, fn = _row_kernel(layer)
             self.kernels.add(key)
             call = f"{fn}(&L{li}, &{x}, t, {dst});"
-        store = f" store_row(&{y}, t * {so}, scratch, {so});" if circular else ""
+        store = f" store_row(&{y}, t * {so}, {dst}, {so});" if circular else ""
         self.emit(f"for (t = 0; t < {layer.hout}; ++t) {{ {call}{store} }}")
 
     def step_inplace_dw(self, li: int) -> None:
@@ -425,7 +653,7 @@ class _Emitter:
         x, y = self.tensor(layer.inputs[0]), self.tensor(layer.output)
         self.emit(f"/* {_comment(layer.name)}: in-place depthwise {layer.hin}x{layer.win}x{layer.cin} -> "
                   f"{layer.hout}x{layer.wout}x{layer.cout} */")
-        self.emit(f"dw_inplace(&L{li}, &{x}, &{y}, scratch);")
+        self.emit(f"dw_inplace(&L{li}, &{x}, &{y}, {self.sp()});")
 
     def step_fused(self, block: IBBlock) -> None:
         """expand 1x1 -> dw -> project 1x1 [+ add], one output row at a time (executor._fused_ib)."""
@@ -456,24 +684,139 @@ class _Emitter:
         if expand is not None:
             self.emit(f"        hi = t * {dw.s} - {dw.p} + {dw.k}; if (hi > {dw.hin}) hi = {dw.hin};")
             self.emit(f"        for (; done < hi; ++done) conv_row(&L{block.expand}, &{x}, done, "
-                      f"scratch + (done % {k}) * {row_e});")
-        self.emit(f"        dw_row(&L{block.dw}, &{src}, t, scratch + {used});")
-        self.emit(f"        conv_row(&L{block.project}, &{dwr}, t, scratch + {tile_off});")
+                      f"{self.sp()} + (done % {k}) * {row_e});")
+        self.emit(f"        dw_row(&L{block.dw}, &{src}, t, {self.sp(used)});")
+        self.emit(f"        conv_row(&L{block.project}, &{dwr}, t, {self.sp(tile_off)});")
         if add is not None:
             self.kernels.add("add")
             tile = self.buffer(f"TL{block.first}", tile_off, last.so)
             a, b = (x, tile) if add.inputs[0] == block.block_input else (tile, x)
-            self.emit(f"        add_row(&L{block.add}, &{a}, &{b}, t, scratch + {tile_off});")
-        self.emit(f"        store_row(&{y}, t * {last.so}, scratch + {tile_off}, {last.so});")
+            self.emit(f"        add_row(&L{block.add}, &{a}, &{b}, t, {self.sp(tile_off)});")
+        self.emit(f"        store_row(&{y}, t * {last.so}, {self.sp(tile_off)}, {last.so});")
         self.emit("    }")
         self.emit("}")
+
+    # -- patch plans -------------------------------------------------------------------------------
+
+    def step_patched(self, tab: PatchTables) -> None:
+        """The patched prefix (`patch.run_patch`): for each patch, row-major, each prefix step computes
+        its rows x columns of the patch (halo included) from its input's patch buffer (the global input
+        for the first step) into its own (the global exit tensor for the last); bands, buffer starts
+        and scratch runs come from the per-patch tables."""
+        from dnninfer.memory.vmcu import chain_units
+
+        ir, spec = self.ir, self.plan.patch
+        units = chain_units(ir, fused=True)[: spec.n]
+        n, p, q = spec.n, spec.p, spec.q
+        idx = {t: m for m, t in enumerate(tab.tensors)}
+        self.kernels.add("patch")
+        self.tables.append(f"/* patch row i, prefix tensor m (order: {', '.join(f'#{t}' for t in tab.tensors)}): "
+                           "rows [lo, hi) it holds */\n")
+        self.tables.append(_c_table("PATCH_ROWS", tab.rows))
+        self.tables.append("/* patch column j, prefix tensor m: columns [lo, hi) */\n")
+        self.tables.append(_c_table("PATCH_COLS", tab.cols))
+        self.tables.append("/* patch k = i * q + j, prefix step u: pool offset of its scratch run */\n")
+        self.tables.append(_c_table("PATCH_SCRATCH", tab.scratch_at))
+        if n > 1:
+            self.tables.append("/* patch k, prefix step u < n - 1: where its output starts in the patch-buffer "
+                               "arc */\n")
+            self.tables.append(_c_table("PATCH_VA", tab.local_va))
+        base, sb = spec.local_arc
+        exit_t = ir.tensors[spec.exit]
+        self.emit(f"/* patched prefix: the first {n} steps as {p}x{q} patches of {_comment(exit_t.name)} "
+                  f"({exit_t.h}x{exit_t.w}x{exit_t.c}), row-major; halos recomputed; patch buffers in the arc "
+                  f"({base}, {sb}) */")
+        self.emit("{")
+        self.emit("    int32_t pi, pj;")
+        self.emit(f"    for (pi = 0; pi < {p}; ++pi) for (pj = 0; pj < {q}; ++pj) {{")
+        self.emit(f"        const int32_t pk = pi * {q} + pj;")
+        self.emit("        const int32_t (*R)[2] = PATCH_ROWS[pi], (*C)[2] = PATCH_COLS[pj];")
+        views: dict[int, str] = {ir.input: self.view(ir.input), spec.exit: self.view(spec.exit)}
+        for u, unit in enumerate(units[:-1]):
+            m, c = idx[unit.output], ir.tensors[unit.output].c
+            views[unit.output] = f"B{u}"
+            self.emit(f"        const view_t B{u} = {{{{pool, {base}, PATCH_VA[pk][{u}], {sb}, POOL_BYTES}}, "
+                      f"R[{m}][0], C[{m}][0], (C[{m}][1] - C[{m}][0]) * {c}}};")
+        for u, unit in enumerate(units):
+            self.emit(f"        {{  /* step {u}: {_comment(ir.layers[unit.layers[0]].name)}"
+                      f"{' .. ' + _comment(ir.layers[unit.layers[-1]].name) if len(unit.layers) > 1 else ''} */")
+            self.emit(f"            const int32_t sc = PATCH_SCRATCH[pk][{u}];")
+            if unit.block is None:
+                self._patch_layer(unit.layers[0], views, idx)
+            else:
+                self._patch_fused(unit.block, views, idx)
+            self.emit("        }")
+        self.emit("    }")
+        self.emit("}")
+
+    def _patch_layer(self, li: int, views: dict[int, str], idx: dict[int, int]) -> None:
+        layer = self.ir.layers[li]
+        key, fn = _patch_kernel(layer)
+        self.kernels.add(key)
+        m = idx[layer.output]
+        ins = ", ".join(f"&{views[t]}" for t in layer.inputs)
+        self.emit(f"            for (t = R[{m}][0]; t < R[{m}][1]; ++t) {{")
+        self.emit(f"                {fn}(&L{li}, {ins}, t, C[{m}][0], C[{m}][1], pool + sc);")
+        self.emit(f"                store_vrow(&{views[layer.output]}, t, C[{m}][0], {layer.cout}, pool + sc, "
+                  f"(C[{m}][1] - C[{m}][0]) * {layer.cout});")
+        self.emit("            }")
+
+    def _patch_fused(self, block: IBBlock, views: dict[int, str], idx: dict[int, int]) -> None:
+        """`patch._run_fused` on one patch: expanded rows of the patch's width in a k-row line buffer."""
+        ir = self.ir
+        dw = ir.layers[block.dw]
+        expand = ir.layers[block.expand] if block.expand is not None else None
+        add = ir.layers[block.add] if block.add is not None else None
+        last = ir.layers[block.last]
+        x, y = views[block.block_input], views[last.output]
+        m = idx[last.output]
+        self.kernels.update({"pdw", "pconv"})
+        ind = "            "
+        self.emit(f"{ind}const int32_t o0 = C[{m}][0], o1 = C[{m}][1], wo = o1 - o0;")
+        used = "0"
+        src = x
+        if expand is not None:
+            me = idx[dw.inputs[0]]
+            self.emit(f"{ind}const int32_t ea = C[{me}][0], eb = C[{me}][1], rowe = (eb - ea) * {dw.cin};")
+            self.emit(f"{ind}const view_t lb = {{{{pool, sc, 0, {dw.k} * rowe, INT32_MAX}}, 0, ea, rowe}};")
+            self.emit(f"{ind}int32_t hi, done = R[{m}][0] * {dw.s} - {dw.p};")
+            self.emit(f"{ind}if (done < 0) done = 0;")
+            used, src = f"{dw.k} * rowe", "lb"
+        self.emit(f"{ind}const int32_t dr = {'sc' if used == '0' else 'sc + ' + used}, tl = dr + wo * {dw.cout};")
+        self.emit(f"{ind}const view_t dv = {{{{pool, dr, 0, wo * {dw.cout}, INT32_MAX}}, 0, o0, wo * {dw.cout}}};")
+        if add is not None:
+            self.kernels.add("padd")
+            self.emit(f"{ind}const view_t tv = {{{{pool, tl, 0, wo * {last.cout}, INT32_MAX}}, 0, o0, "
+                      f"wo * {last.cout}}};")
+        self.emit(f"{ind}for (t = R[{m}][0]; t < R[{m}][1]; ++t) {{")
+        if expand is not None:
+            self.emit(f"{ind}    hi = t * {dw.s} - {dw.p} + {dw.k}; if (hi > {dw.hin}) hi = {dw.hin};")
+            self.emit(f"{ind}    for (; done < hi; ++done) pconv_row(&L{block.expand}, &{x}, done, ea, eb, "
+                      f"pool + sc + (done % {dw.k}) * rowe);")
+        self.emit(f"{ind}    pdw_row(&L{block.dw}, &{src}, t, o0, o1, pool + dr);")
+        self.emit(f"{ind}    pconv_row(&L{block.project}, &dv, t, o0, o1, pool + tl);")
+        if add is not None:
+            a, b = (x, "tv") if add.inputs[0] == block.block_input else ("tv", x)
+            self.emit(f"{ind}    padd_row(&L{block.add}, &{a}, &{b}, t, o0, o1, pool + tl);")
+        self.emit(f"{ind}    store_vrow(&{y}, t, o0, {last.cout}, pool + tl, wo * {last.cout});")
+        self.emit(f"{ind}}}")
 
 
 def _schedule(ir: IR, plan: MemoryPlan) -> _Emitter:
     em = _Emitter(ir, plan)
     blocks = {b.first: b for b in ir.blocks}
-    circular = plan.mode == "circular"
-    for step in plan.steps:
+    circular = plan.mode in ("circular", "patch")
+    steps = plan.steps
+    tail_at: tuple[int, ...] = ()
+    if plan.mode == "patch":
+        if not steps or steps[0].kind != "patched":
+            raise UserError(f"codegen: patch plan {plan.planner} does not start with its patched prefix")
+        em.step_patched(patch_tables(ir, plan))
+        steps, tail_at = steps[1:], plan.patch.tail_scratch_at
+        em.scratch_in = "pool"  # the tail's scratch runs are in the pool too
+    for j, step in enumerate(steps):
+        if tail_at:
+            em.scratch_at = tail_at[j]
         if step.kind == "fused_ib":
             if not circular or step.layers[0] not in blocks:
                 raise UserError(f"codegen: fused step at layer {step.layers[0]} has no IB block")
@@ -482,6 +825,8 @@ def _schedule(ir: IR, plan: MemoryPlan) -> _Emitter:
             if circular:
                 raise UserError("codegen: in-place depthwise steps need a linear plan")
             em.step_inplace_dw(step.layers[0])
+        elif step.kind == "patched":
+            raise UserError("codegen: a patched step may only start a patch plan")
         else:
             em.step_layer(step.layers[0], circular)
     return em
@@ -511,8 +856,11 @@ def generate_source(ir: IR, plan: MemoryPlan) -> str:
         f"/* {ir.name}: int8 inference in one static pool, generated by dnninfer.memory.codegen.",
         f" * planner {plan.planner} ({plan.mode}): {plan.peak_bytes} B activation pool (peak) + "
         f"{plan.scratch_bytes} B scratch.",
-        f" * accounting: input {'included' if acc.get('input_included', True) else 'excluded'}, scratch separate, "
-        f"alignment {acc.get('alignment', 1)}, weights in flash.",
+        f" * accounting: input {'included' if acc.get('input_included', True) else 'excluded'}, scratch "
+        f"{'inside the pool' if plan.mode == 'patch' else 'separate'}, alignment {acc.get('alignment', 1)}, "
+        "weights in flash.",
+        *([f" * patch-based: the first {plan.patch.n} steps as {plan.patch.p}x{plan.patch.q} patches (MAC "
+             f"x{plan.patch.mac_overhead:.4f}), kernel scratch in runs of the pool."] if plan.patch else []),
         " * Build (host): gcc -O2 -std=c99 -Wall -Werror -DHOST model.c -o model && ./model input.bin > output.bin",
         " * Build (MCU):  arm-none-eabi-gcc -mcpu=cortex-m4 -mthumb -Os --specs=nosys.specs model.c",
         " */",
@@ -529,6 +877,10 @@ def generate_source(ir: IR, plan: MemoryPlan) -> str:
     parts.extend(consts)
     parts.append("\n/* -- tensors: where each lives in the pool (or scratch row buffers) -- */\n")
     parts.extend(f"static const tref_t {name} = {init};\n" for name, init in em.refs.items())
+    parts.extend(f"static const view_t {name} = {init};\n" for name, init in em.views.items())
+    if em.tables:
+        parts.append("\n/* -- per-patch tables (flash): bands, patch-buffer starts, scratch runs -- */\n")
+        parts.extend(em.tables)
     parts.append(f"""
 /* The input tensor is contiguous in the pool: write INPUT_BYTES (HWC int8) here before model_invoke. */
 int8_t *model_input_buffer(void) {{

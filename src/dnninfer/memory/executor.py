@@ -14,6 +14,9 @@ bit; a plan that lets a live byte be overwritten changes the output.
   line buffer in scratch and reads the residual row ``t`` just before storing output row ``t``
   (§1.2 item 5).
 
+* patch plans (`dnninfer.memory.patch`): the first steps run patch by patch on buffers in a nested
+  arc, then the rest as a circular plan; kernel scratch lives in the pool too (`patch.run_patch`).
+
 A pool or scratch area smaller than the plan needs is refused before anything runs.
 
 Bit equality of the output is not a proof of safety: a clobbered byte may happen to hold the value
@@ -24,7 +27,9 @@ byte, the tensor and element that last wrote it. Every read of tensor ``t`` elem
 exactly ``(t, i)`` there, otherwise another write landed on a live byte (or the byte was never
 written) and the plan is refused with `PlanUnsafe`. Checks are numpy compares over whole row runs
 (or channel planes), so they are exact, cover every byte read and cost about one pass over the data.
-Kernel scratch is private to one step and laid out by the executor itself, so it is not shadowed.
+Kernel scratch is private to one step and laid out by the executor itself, so it is not shadowed;
+where a plan puts scratch inside the pool (patch plans) its bytes are marked as written by the
+scratch (`Shadow.scratch`) when the step starts, so a live byte under it is caught on its next read.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from dnninfer.memory.plan import MemoryPlan, Step
 
 NEVER = -1  # shadow tag of a byte nobody has written
 _ELEM_BITS = 40  # tag = tensor << 40 | element: elements up to 1 TiB, tensor ids up to 2**23
+SCRATCH = (1 << 23) - 1  # pseudo tensor id of kernel scratch kept inside the pool (patch plans)
 
 
 class PlanUnsafe(UserError):
@@ -77,6 +83,11 @@ class Shadow:
         """Record that tensor ``t``'s elements ``elems`` were stored at pool bytes ``phys``."""
         self.tag[phys] = (t << _ELEM_BITS) + elems
 
+    def scratch(self, phys: slice) -> None:
+        """Pool bytes ``phys`` are a kernel's scratch from now on (plans that keep scratch in the pool):
+        any later read of a tensor byte there is refused, naming the scratch as the clobberer."""
+        self.tag[phys] = (SCRATCH << _ELEM_BITS) + np.arange(phys.stop - phys.start)
+
     def check(self, reader: str, t: int, phys: slice, elems: np.ndarray) -> None:
         """Refuse the plan unless pool bytes ``phys`` still hold tensor ``t``'s elements ``elems``."""
         got = self.tag[phys]
@@ -95,8 +106,11 @@ class Shadow:
             what = "no tensor ever wrote it"
         else:
             clobber, clobber_el = tag >> _ELEM_BITS, tag & ((1 << _ELEM_BITS) - 1)
-            other = self.ir.tensors[clobber]
-            who = "its own" if clobber == t else f"tensor {other.name!r} (#{clobber})"
+            if clobber == SCRATCH:
+                who = "kernel scratch"
+            else:
+                other = self.ir.tensors[clobber]
+                who = "its own" if clobber == t else f"tensor {other.name!r} (#{clobber})"
             what = f"it was overwritten by {who} byte {clobber_el}"
         more = f" ({n_bad} bad bytes in this read)" if n_bad > 1 else ""
         raise PlanUnsafe(
@@ -104,6 +118,20 @@ class Shadow:
             f"(#{t}) at pool offset {offset}, but {what}{more}; refusing the plan",
             planner=self.planner, layer=reader, tensor=t, element=element, offset=offset,
             clobber=clobber, clobber_element=clobber_el)
+
+
+def arc_pieces(base: int, length: int, size: int, va: int, n: int) -> Iterator[tuple[int, int, int]]:
+    """(physical start, data offset, count) runs covering virtual bytes ``[va, va + n)`` of the arc
+    ``(base, length)`` in a pool of ``size`` bytes (planners use it to know which bytes a tensor holds)."""
+    assert n <= length, f"access of {n} bytes exceeds an arc of {length}"
+    start = va % length
+    done = 0
+    for pos, cnt in ((start, min(n, length - start)), (0, n - min(n, length - start))):
+        while cnt > 0:
+            phys = (base + pos) % size
+            run = min(cnt, size - phys)
+            yield phys, done, run
+            pos, cnt, done = pos + run, cnt - run, done + run
 
 
 class Arc:
@@ -116,16 +144,7 @@ class Arc:
 
     def _pieces(self, va: int, n: int) -> Iterator[tuple[int, int, int]]:
         """(physical start, data offset, count) runs covering ``[va, va + n)``."""
-        assert n <= self.length, f"access of {n} bytes exceeds an arc of {self.length}"
-        size = self.pool.size
-        start = va % self.length
-        done = 0
-        for pos, cnt in ((start, min(n, self.length - start)), (0, n - min(n, self.length - start))):
-            while cnt > 0:
-                phys = (self.base + pos) % size
-                run = min(cnt, size - phys)
-                yield phys, done, run
-                pos, cnt, done = pos + run, cnt - run, done + run
+        return arc_pieces(self.base, self.length, self.pool.size, va, n)
 
     def read(self, va: int, n: int) -> np.ndarray:
         out = np.empty(n, dtype=np.int8)
@@ -145,9 +164,16 @@ def required_bytes(ir: IR, plan: MemoryPlan) -> tuple[int, int]:
 
     Linear: every tensor's ``[offset, offset + size)`` must lie in the pool. Circular: ``P`` is the
     modulus the arcs were built for, and every step's live window must fit its arc. Scratch: the
-    largest step scratch.
+    largest step scratch. Patch plans keep their scratch inside the pool (scratch 0): their
+    patch-buffer arc and every per-patch and tail scratch run must lie in it (`patch.check_layout`),
+    and the tail steps' windows must fit their arcs as in a circular plan.
     """
     scratch = max((s.scratch for s in plan.steps), default=0)
+    if plan.mode == "patch":
+        from dnninfer.memory.patch import check_layout
+
+        check_layout(ir, plan)
+        scratch = 0
     if plan.mode == "linear":
         missing = [t.id for t in ir.tensors if t.id not in plan.offsets]
         if missing:
@@ -179,7 +205,7 @@ def run(ir: IR, plan: MemoryPlan, x: np.ndarray, *, pool_bytes: int | None = Non
     output tensor (as `kernels.reference`).
     """
     ir.require_quantized("executor")
-    need_pool, need_scratch = required_bytes(ir, plan)
+    need_pool, need_scratch = required_bytes(ir, plan)  # a patch plan keeps its scratch in the pool
     pool_bytes = plan.peak_bytes if pool_bytes is None else pool_bytes
     scratch_bytes = plan.scratch_bytes if scratch_bytes is None else scratch_bytes
     if pool_bytes < need_pool or scratch_bytes < need_scratch:
@@ -188,11 +214,15 @@ def run(ir: IR, plan: MemoryPlan, x: np.ndarray, *, pool_bytes: int | None = Non
     arena = np.zeros(pool_bytes + scratch_bytes, dtype=np.int8)  # the one allocation
     pool, scratch = arena[:pool_bytes], arena[pool_bytes:]
     x = np.asarray(x, dtype=np.int8).reshape(ir.tensors[ir.input].shape)
-    if plan.mode == "circular":
+    if plan.mode != "linear":
         pool = pool[: plan.peak_bytes]
     sh = Shadow(ir, plan.planner, pool.size) if shadow else None
     if plan.mode == "linear":
         y = _run_linear(ir, plan, x, pool, scratch, sh)
+    elif plan.mode == "patch":
+        from dnninfer.memory.patch import run_patch
+
+        y = run_patch(ir, plan, x, pool, sh)
     else:
         y = _run_circular(ir, plan, x, pool, scratch, sh)
     if stats is not None:

@@ -9,6 +9,10 @@ Two addressing modes:
   byte ``i`` of it lives at physical ``(base + (offsets[t] + i) mod length) mod P``. The outer arc is
   ``(0, P)``; a pinned residual input splits off a nested arc of length ``P - |skip|`` (§1.2 item 5).
 
+* ``patch`` (patch): the circular pool of ``P`` bytes again, and a `PatchSpec`: the first steps run
+  patch by patch (MCUNetV2), their per-patch buffers in a nested arc and every kernel's scratch
+  inside the pool too, so ``scratch_bytes`` is 0 and ``peak_bytes`` is everything.
+
 Activation bytes (``peak_bytes``) and kernel scratch (``scratch_bytes``: depthwise plane, output-row
 tile, line buffer) are separate columns, and ``accounting`` says what is counted (§1.4: state the
 convention next to every number).
@@ -22,7 +26,8 @@ from typing import Any
 
 KIB = 1024
 PLAN_VERSION = 1
-STEP_KINDS = ("layer", "inplace_dw", "fused_ib")
+STEP_KINDS = ("layer", "inplace_dw", "fused_ib", "patched")
+MODES = ("linear", "circular", "patch")
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,65 @@ class Step:
 
 
 @dataclass(frozen=True)
+class PatchSpec:
+    """The patched prefix of a ``patch`` plan (`dnninfer.memory.patch`; MCUNetV2, Lin et al. 2021).
+
+    The first ``len(units)`` steps (a fused inverted-bottleneck block is one step) run once per
+    patch of the ``exit`` tensor, patch rows ``rows`` x patch columns ``cols`` in row-major order;
+    each patch recomputes its halo. Per patch ``k``: ``local_va[k][u]`` is where step ``u``'s output
+    (all but the last, which writes ``exit`` itself) starts in the patch-buffer arc ``local_arc``
+    (base, length), and ``scratch_at[k][u]`` is the pool offset of step ``u``'s scratch;
+    ``tail_scratch_at[j]`` that of tail step ``j``. ``shift`` is the band-level overlap of the
+    input and the exit tensor (the exit starts ``shift`` bytes below the input). ``macs`` counts
+    multiply-accumulates with the halos recomputed, ``base_macs`` layer by layer.
+    """
+
+    units: tuple[tuple[int, ...], ...]
+    exit: int
+    rows: tuple[tuple[int, int], ...]
+    cols: tuple[tuple[int, int], ...]
+    shift: int
+    local_arc: tuple[int, int]
+    local_va: tuple[tuple[int, ...], ...]
+    scratch_at: tuple[tuple[int, ...], ...]
+    tail_scratch_at: tuple[int, ...]
+    macs: int
+    base_macs: int
+
+    @property
+    def n(self) -> int:
+        return len(self.units)
+
+    @property
+    def p(self) -> int:
+        return len(self.rows)
+
+    @property
+    def q(self) -> int:
+        return len(self.cols)
+
+    @property
+    def mac_overhead(self) -> float:
+        """MACs executed over MACs layer by layer (MCUNetV2's cost of recomputing halos)."""
+        return self.macs / self.base_macs if self.base_macs else 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (v if isinstance(v, int) else _lists(v)) for k, v in self.__dict__.items()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> PatchSpec:
+        return cls(**{k: (v if isinstance(v, int) else _tuples(v)) for k, v in d.items()})
+
+
+def _lists(v: Any) -> Any:
+    return [_lists(x) for x in v] if isinstance(v, tuple) else v
+
+
+def _tuples(v: Any) -> Any:
+    return tuple(_tuples(x) for x in v) if isinstance(v, list) else v
+
+
+@dataclass(frozen=True)
 class MemoryPlan:
     """A static activation-memory plan for one IR (bytes throughout; KiB = 1024 B in `*_kib`)."""
 
@@ -65,10 +129,13 @@ class MemoryPlan:
     live_per_layer: tuple[int, ...]
     accounting: Mapping[str, Any] = field(default_factory=dict)
     arcs: Mapping[int, tuple[int, int]] = field(default_factory=dict)
+    patch: PatchSpec | None = None  # mode "patch" only
 
     def __post_init__(self) -> None:
-        if self.mode not in ("linear", "circular"):
-            raise ValueError(f"MemoryPlan: mode {self.mode!r} not in ('linear', 'circular')")
+        if self.mode not in MODES:
+            raise ValueError(f"MemoryPlan: mode {self.mode!r} not in {MODES}")
+        if (self.mode == "patch") != (self.patch is not None):
+            raise ValueError("MemoryPlan: a PatchSpec goes with mode 'patch' and only with it")
         if self.peak_bytes < 0 or self.scratch_bytes < 0:
             raise ValueError("MemoryPlan: negative byte counts")
         if self.mode == "linear":
@@ -110,6 +177,7 @@ class MemoryPlan:
             "steps": [s.to_dict() for s in self.steps],
             "live_per_layer": list(self.live_per_layer),
             "accounting": dict(self.accounting),
+            **({"patch": self.patch.to_dict()} if self.patch is not None else {}),
         }
 
     @classmethod
@@ -128,6 +196,7 @@ class MemoryPlan:
             live_per_layer=tuple(d["live_per_layer"]),
             accounting=dict(d["accounting"]),
             arcs={int(k): (int(v[0]), int(v[1])) for k, v in d["arcs"].items()},
+            patch=PatchSpec.from_dict(d["patch"]) if d.get("patch") is not None else None,
         )
 
 

@@ -23,7 +23,9 @@ space and the circular pool only needs ``P = max F`` (§1.2 item 4).
 The rule is reconstructed from the paper's public descriptions (§1.1); it reproduces the paper's
 12.0-49.5 % single-layer range (`single_layer_reduction`) and, on MobileNetV2, the -60..-70 %
 whole-network regime of its 61.5 % claim. ``segment_bytes`` rounds every shift up to a whole number
-of segments (the paper's per-kernel tunable segment size).
+of segments (the paper's per-kernel tunable segment size). The chain split (`chain_units`), the
+per-step shifts (`unit_steps`) and the address walk (`place_units`) are shared with the patch
+planner (`memory/patch.py`), which runs the rest of the network after its patched prefix this way.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from dnninfer.memory.ir import IR, IBBlock, Layer
 from dnninfer.memory.plan import MemoryPlan, Step, accounting, align_up
 
 
-def _shift(fn: np.ndarray, si: int, so: int, h: int) -> int:
+def min_shift(fn: np.ndarray, si: int, so: int, h: int) -> int:
     """d* of §1.2 item 3 given fn(u) for u = 1..T-1 and the input height `h`.
 
     A row u with ``fn(u) == h`` needs no input at all (the last input rows were read already), so
@@ -62,7 +64,7 @@ def layer_shift(layer: Layer, segment_bytes: int = 1) -> tuple[int, int, int]:
         return 0, max(layer.in_bytes, layer.out_bytes), layer.out_bytes
     u = np.arange(1, layer.hout, dtype=np.int64)
     fn = np.array([layer.first_needed(int(t)) for t in u], dtype=np.int64)
-    d = align_up(_shift(fn, layer.si, layer.so, layer.hin), segment_bytes)
+    d = align_up(min_shift(fn, layer.si, layer.so, layer.hin), segment_bytes)
     return d, max(layer.in_bytes + d, layer.out_bytes), layer.so
 
 
@@ -81,12 +83,14 @@ def fused_ib_shift(ir: IR, block: IBBlock, segment_bytes: int = 1) -> tuple[int,
         scratch = dw.wout * dw.cout + out.so
     if block.residual:
         fn = np.minimum(fn, u)
-    d = align_up(_shift(fn, x.row_bytes, out.so, x.h), segment_bytes)
+    d = align_up(min_shift(fn, x.row_bytes, out.so, x.h), segment_bytes)
     return d, max(x.size + d, out.out_bytes), scratch
 
 
 @dataclass(frozen=True)
-class _Unit:
+class Unit:
+    """One kernel call of a vMCU chain: a layer, or a fused inverted-bottleneck block."""
+
     layers: tuple[int, ...]
     block: IBBlock | None
     main: int  # the chain input tensor
@@ -95,7 +99,7 @@ class _Unit:
     skip: int | None = None  # the pinned skip tensor, for every role but "chain"
 
 
-def _units(ir: IR, fused: bool) -> list[_Unit]:
+def chain_units(ir: IR, fused: bool) -> list[Unit]:
     """Split the IR into chain steps and check it is a chain with non-nested residual skips."""
     blocks = {b.first: b for b in ir.blocks} if fused else {}
     spans: list[tuple[tuple[int, ...], IBBlock | None]] = []
@@ -112,7 +116,7 @@ def _units(ir: IR, fused: bool) -> list[_Unit]:
     def bad(why: str) -> UserError:
         return UserError(f"vMCU planners: IR {ir.name!r} is not a chain with non-nested residual skips ({why})")
 
-    units: list[_Unit] = []
+    units: list[Unit] = []
     prev = ir.input
     open_skip: tuple[int, int] | None = None  # (skip tensor, add layer that closes it)
     for layers, block in spans:
@@ -138,18 +142,19 @@ def _units(ir: IR, fused: bool) -> list[_Unit]:
                 raise bad(f"tensor {ir.tensors[prev].name!r} feeds layers {later} outside the chain")
             open_skip = (prev, later[0])
             role, skip = "skip_start", prev
-        units.append(_Unit(layers, block, prev, ir.layers[layers[-1]].output, role, skip))
+        units.append(Unit(layers, block, prev, ir.layers[layers[-1]].output, role, skip))
         prev = units[-1].output
     if prev != ir.output or open_skip is not None:
         raise bad("the last layer's output is not the graph output")
     return units
 
 
-def _plan_circular(ir: IR, fused: bool, segment_bytes: int, shifts: Mapping[int, int] | None) -> MemoryPlan:
-    if segment_bytes < 1:
-        raise UserError(f"vMCU planners: expected segment_bytes >= 1, got {segment_bytes}")
-    name = "vmcu_fused" if fused else "vmcu"
-    units = _units(ir, fused)
+def unit_steps(ir: IR, units: list[Unit], segment_bytes: int = 1,
+               shifts: Mapping[int, int] | None = None) -> list[Step]:
+    """One `Step` per unit: its shift d, footprint F (pinned skip included) and scratch (§1.2 items 3-5).
+
+    ``shifts`` (unit index -> bytes) overrides d for what-if studies and negative controls.
+    """
     shifts = dict(shifts or {})
     steps: list[Step] = []
     for j, u in enumerate(units):
@@ -171,12 +176,17 @@ def _plan_circular(ir: IR, fused: bool, segment_bytes: int, shifts: Mapping[int,
         steps.append(Step(u.layers, "fused_ib" if u.block is not None else "layer", d, f, scratch, pinned))
     if shifts:
         raise UserError(f"vMCU planners: shifts given for steps {sorted(shifts)}, but the plan has {len(units)} steps")
-    pool = align_up(max((s.footprint for s in steps), default=0), segment_bytes)
-    pool = max(pool, ir.tensors[ir.input].size, 1)
+    return steps
 
-    outer = (0, pool)
-    arcs = {ir.input: outer}
-    offsets = {ir.input: 0}
+
+def place_units(ir: IR, units: list[Unit], steps: list[Step], pool: int, offsets: dict[int, int],
+                arcs: dict[int, tuple[int, int]]) -> None:
+    """Give each unit's output its virtual address and arc, in order, from its input's (§1.2 item 4).
+
+    ``offsets``/``arcs`` must already hold the first unit's input; they are filled in place. A
+    chain output starts ``d`` bytes below its input; a pinned skip splits off a nested arc of
+    length ``pool - |skip|`` that starts right after the skip.
+    """
     for u, st in zip(units, steps, strict=True):
         arc, a = arcs[u.main], offsets[u.main]
         if u.role == "skip_add":
@@ -188,6 +198,20 @@ def _plan_circular(ir: IR, fused: bool, segment_bytes: int, shifts: Mapping[int,
             va = (a - st.shift) % arc[1]
         arcs[u.output] = arc
         offsets[u.output] = va
+
+
+def _plan_circular(ir: IR, fused: bool, segment_bytes: int, shifts: Mapping[int, int] | None) -> MemoryPlan:
+    if segment_bytes < 1:
+        raise UserError(f"vMCU planners: expected segment_bytes >= 1, got {segment_bytes}")
+    name = "vmcu_fused" if fused else "vmcu"
+    units = chain_units(ir, fused)
+    steps = unit_steps(ir, units, segment_bytes, shifts)
+    pool = align_up(max((s.footprint for s in steps), default=0), segment_bytes)
+    pool = max(pool, ir.tensors[ir.input].size, 1)
+
+    arcs = {ir.input: (0, pool)}
+    offsets = {ir.input: 0}
+    place_units(ir, units, steps, pool, offsets, arcs)
     live = [0] * len(ir.layers)
     for st in steps:
         for li in st.layers:

@@ -4,7 +4,8 @@ A planner picks a connected region of row-local nodes (conv, pool, BN, activatio
 channel concatenations) and k devices. Each device computes a horizontal stripe (a range of rows,
 dim 2 of NCHW) of the region's exit tensors; the rows it needs from the region's entry tensors are
 found by walking receptive fields back through the region DAG (halo rows are recomputed, never
-exchanged). Stitching the stripes together gives exactly what the whole model computes.
+exchanged; the walk is `graph/receptive.py`'s, shared with the MCU patch planner). Stitching the
+stripes together gives exactly what the whole model computes.
 
 Two entry points:
 
@@ -42,6 +43,9 @@ from torch import fx
 from dnninfer.errors import UserError
 from dnninfer.graph.core import Graph
 from dnninfer.graph.ops import Param, Window, row_local
+from dnninfer.graph.receptive import clip as _clip
+from dnninfer.graph.receptive import required_ranges
+from dnninfer.graph.receptive import stripes as _stripes
 
 # ---------------------------------------------------------------------------------------------
 # Public results
@@ -223,35 +227,6 @@ def _region(graph: Graph, region: Sequence[str]) -> _Region:
     return got
 
 
-def _stripes(h: int, shares: Sequence[float]) -> list[tuple[int, int]]:
-    """Contiguous [lo, hi) stripes of h rows proportional to shares (largest remainder), each >= 1 row."""
-    k = len(shares)
-    total = sum(shares)
-    quota = [h * w / total for w in shares]
-    rows = [int(q) for q in quota]
-    rest = h - sum(rows)
-    by_remainder = sorted(range(k), key=lambda t: (rows[t] - quota[t], t))
-    i = 0
-    while rest > 0:
-        rows[by_remainder[i % k]] += 1
-        rest -= 1
-        i += 1
-    while rest < 0:  # float round-off only
-        j = max(range(k), key=lambda t: rows[t])
-        rows[j] -= 1
-        rest += 1
-    for t in range(k):
-        while rows[t] < 1:
-            j = max(range(k), key=lambda u: (rows[u], -u))
-            rows[j] -= 1
-            rows[t] += 1
-    out, lo = [], 0
-    for r in rows:
-        out.append((lo, lo + r))
-        lo += r
-    return out
-
-
 def _check_shares(shares: Sequence[float]) -> list[float]:
     try:
         values = [float(s) for s in shares]
@@ -260,10 +235,6 @@ def _check_shares(shares: Sequence[float]) -> list[float]:
     if not values or not all(math.isfinite(s) and s > 0 for s in values):
         raise UserError(f"shares: expected one positive, finite weight per tile, got {list(shares)!r}")
     return values
-
-
-def _clip(a: int, b: int, h: int) -> tuple[int, int]:
-    return max(a, 0), min(b, h)
 
 
 _Rows = dict[str, tuple[int, int]]
@@ -280,38 +251,17 @@ def _plan(r: _Region, shares: Sequence[float]) -> tuple[list[_Rows], list[_Rows]
             raise UserError(f"shares: {k} tiles but exit tensor {e!r} has only {h} rows")
         stripes[e] = _stripes(h, values)
     reqs, outs = [], []
+
+    def height(u: str) -> int:
+        return r.entry_rows[u][0] if u in r.entry_rows else r.ops[u].h
+
+    def need(v: str, u: str, lo: int, hi: int) -> tuple[int, int] | None:
+        w = r.ops[v].window
+        return None if w is None else w.need(lo, hi)
+
     for t in range(k):
-        lo_: dict[str, int] = {}
-        hi_: dict[str, int] = {}
-        fallback: dict[str, int] = {}
-        for e in r.exits:
-            lo_[e], hi_[e] = stripes[e][t]
-        req: dict[str, tuple[int, int]] = {}
-        for v in reversed(r.order):
-            if v in lo_:
-                lo, hi = lo_[v], hi_[v]
-            else:  # every reader needs no real row (a conv reading only padding): keep one row
-                c = fallback[v]
-                lo, hi = c, c + 1
-            req[v] = (lo, hi)
-            op = r.ops[v]
-            w = op.window
-            for u in op.inputs:
-                if w is None:
-                    a, b = lo, hi
-                else:
-                    h_in = r.entry_rows[u][0] if u in r.entry_rows else r.ops[u].h
-                    a, b = _clip(*w.need(lo, hi), h_in)
-                    if a >= b:
-                        fallback.setdefault(u, min(a, h_in - 1))
-                        continue
-                if u in lo_:
-                    lo_[u] = min(lo_[u], a)
-                    hi_[u] = max(hi_[u], b)
-                else:
-                    lo_[u], hi_[u] = a, b
-        for e in r.entries:
-            req[e] = (lo_[e], hi_[e]) if e in lo_ else (fallback[e], fallback[e] + 1)
+        got = required_ranges(r.order, {e: stripes[e][t] for e in r.exits}, lambda v: r.ops[v].inputs, need, height)
+        req = {v: got[v] for v in (*r.order, *r.entries)}
         reqs.append(req)
         outs.append({e: stripes[e][t] for e in r.exits})
     return reqs, outs
