@@ -17,7 +17,8 @@ __version__ = "0.1.0"
 _API = frozenset({
     "BinaryConfig", "CBNetConfig", "CBNetResult", "DPRAConfig", "MemoryPlanResult", "Model", "Partition",
     "RNSConfig", "Schedule", "Server", "SignedBinaryConfig", "TernaryConfig",
-    "capture", "cbnet", "compare_partitions", "dpra_simulate", "load", "partition", "plan_memory", "quantize",
+    "capture", "cbnet", "compare_partitions", "dpra_simulate", "load", "partition", "plan_memory", "profile_cluster",
+    "quantize",
     "rnsify", "schedule", "serve",
 })
 

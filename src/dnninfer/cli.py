@@ -1,7 +1,16 @@
 """The one entry point, `dnninfer`. Core commands live here; each area may add its own by
 shipping ``dnninfer/<area>/cli.py`` with ``add_commands(subparsers)`` (built from the public helpers
 in `dnninfer.cliutil`), and each system's bench comes from the bench registry, so this file never
-lists systems or areas.
+lists systems.
+
+It answers at once (issue 22): nothing heavy (torch, Ray, an area, a bench) is imported before the
+arguments are parsed. `AREA_COMMANDS` names each area command with its help line, so ``dnninfer
+--help`` lists them without importing an area; the area's ``cli.py`` is imported, and its
+``add_commands`` called, only when one of its commands is on the command line, and the bench
+registry only for ``bench``. A command missing from the table (an area that just grew one) still
+works: a word the table does not know builds the whole parser, every area included, as before.
+`build_parser()` with no argument also builds it whole. tests/test_cli_lazy.py checks the table
+against what the areas register.
 
 User mistakes (`UserError`) print one line, ``dnninfer: error: ...``, and exit 2. Numeric options
 are checked where they are parsed (`dnninfer.argtypes`), so a nan or a 0 never reaches the work.
@@ -226,10 +235,48 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 # -- parser ------------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
+#: Area commands: name -> (the module whose ``add_commands`` registers it, its help line), in the
+#: order ``--help`` lists them (areas alphabetically, as the package walk finds them).
+AREA_COMMANDS: dict[str, tuple[str, str]] = {
+    "cbnet": ("dnninfer.adaptive.cli", "CBNet: converting autoencoder + light classifier vs BranchyNet"),
+    "dpra": ("dnninfer.bdt.cli", "DPRA: Lyapunov dynamic partitioning with a reputation-staked ledger"),
+    "ledger": ("dnninfer.ledger.cli", "verify or inspect a B-DT blockchain ledger (SQLite file)"),
+    "mcu": ("dnninfer.memory.cli", "MCU int8 inference: vMCU / TinyEngine / TFLM memory plans, pool execution, C"),
+    "partition": ("dnninfer.partition.cli", "partition a model across a cluster (HiDP and baselines)"),
+    "quant": ("dnninfer.quant.cli", "signed binarization (PLUM) and binary/ternary QAT"),
+    "rns": ("dnninfer.rns.cli", "Mirage: RNS arithmetic for analog DNN training (train, cost model)"),
+    "schedule": ("dnninfer.schedule.cli", "plan a model onto streams (Opara, Nimble, ...) and run the plan"),
+    "serve": ("dnninfer.serving.cli", "serve a zoo classifier (and a detector -> classifier pipeline) over HTTP"),
+    "loadtest": ("dnninfer.serving.cli", "load a dnninfer server: closed loop (--concurrency) or open loop (--rate)"),
+    "testbed": ("dnninfer.testbed.cli",
+                "edge testbed: Ray nodes in shaped network namespaces, PUs throttled by cgroups"),
+}
+CORE_COMMANDS = ("models", "inspect", "profile", "devices", "run", "bench", "report")
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for `argv`, importing only what its command needs (the other area commands are
+    listed by name and help line). Without `argv`: the whole parser, every area's commands and
+    every bench system."""
+    command = None if argv is None else next((a for a in argv if not a.startswith("-")), "")
+    whole = command is None or (command and command not in AREA_COMMANDS and command not in CORE_COMMANDS)
     parser = Parser(prog="dnninfer", description="Fast, cheap DNN inference on the hardware you have.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    _core_commands(sub, benches=bool(whole) or command == "bench")
+    if whole:
+        for area in _area_cli_modules():
+            area.add_commands(sub)
+        return parser
+    wanted = AREA_COMMANDS[command][0] if command in AREA_COMMANDS else None
+    for name, (module, help_line) in AREA_COMMANDS.items():
+        if module != wanted:
+            sub.add_parser(name, help=help_line)  # listed; its options are parsed only when it runs
+        elif next(c for c, (m, _) in AREA_COMMANDS.items() if m == module) == name:
+            importlib.import_module(module).add_commands(sub)  # the area's commands, at its first one's place
+    return parser
 
+
+def _core_commands(sub: Any, *, benches: bool) -> None:
     p = sub.add_parser("models", help="list the model zoo: input shape, params, FLOPs")
     p.add_argument("names", nargs="*", help="only these models")
     p.add_argument("--json", action="store_true")
@@ -274,10 +321,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_run)
 
+    p = sub.add_parser("bench", help="benchmark a system against its baselines")
+    if benches:
+        _bench_systems(p)
+
+    p = sub.add_parser("report", help="run every bench and write an HTML report")
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--smoke", action="store_true", help="every bench at its smoke level (checks the pipeline, ~3 min)")
+    p.add_argument("--out", default="report")
+    p.add_argument("--seed", type=at.seed, default=0)
+    p.add_argument("--systems", nargs="*", help="only these systems")
+    p.set_defaults(func=cmd_report)
+
+
+def _bench_systems(p: argparse.ArgumentParser) -> None:
+    """One subcommand per registered bench system (imports every area's bench module)."""
     from dnninfer.bench import registry
 
     registry.load_all()
-    p = sub.add_parser("bench", help="benchmark a system against its baselines")
     systems = p.add_subparsers(dest="system", required=True, parser_class=Parser)
     for name, system in sorted(registry.SYSTEMS.items()):
         sp = systems.add_parser(name, help=system.description)
@@ -290,18 +351,6 @@ def build_parser() -> argparse.ArgumentParser:
         if system.add_arguments:
             system.add_arguments(sp)
         sp.set_defaults(func=cmd_bench)
-
-    p = sub.add_parser("report", help="run every bench and write an HTML report")
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--smoke", action="store_true", help="every bench at its smoke level (checks the pipeline, ~3 min)")
-    p.add_argument("--out", default="report")
-    p.add_argument("--seed", type=at.seed, default=0)
-    p.add_argument("--systems", nargs="*", help="only these systems")
-    p.set_defaults(func=cmd_report)
-
-    for area in _area_cli_modules():
-        area.add_commands(sub)
-    return parser
 
 
 def _area_cli_modules() -> list[Any]:
@@ -316,7 +365,8 @@ def _area_cli_modules() -> list[Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        parser = build_parser()
+        argv = list(sys.argv[1:] if argv is None else argv)
+        parser = build_parser(argv)
         args = parser.parse_args(argv)
         if getattr(args, "device", "unset") is None:
             args.device = ["rpi4", "jetson_nano"]

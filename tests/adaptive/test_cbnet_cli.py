@@ -61,5 +61,10 @@ def test_bench_reports_the_promised_keys(capsys, tmp_path):
     assert obj["paper"]["latency_speedup"] == 4.8 and obj["paper"]["energy_reduction"] == 0.79
     assert "timing_caveat" in obj["paper"]
     assert {r["batch"] for r in obj["rows"]} == {1, 64}
+    assert ours["deploy_runtime"] == "onnxruntime"
+    for key in ("speedup_vs_full_b1_by_backbone", "speedup_vs_branchynet_b1_by_backbone"):
+        assert set(ours[key]) == {"blenet"} and ours[key]["blenet"] > 0, key  # smoke: the trained backbone only
+    assert set(ours["deploy_speedups"]["blenet"]) == {"eager", "torchscript", "onnxruntime"}
     assert sorted(p.name for p in tmp_path.glob("*.png")) == [
-        "cbnet_accuracy_latency.png", "cbnet_branchynet_sweep.png", "cbnet_hard_fraction.png"]
+        "cbnet_accuracy_latency.png", "cbnet_branchynet_sweep.png", "cbnet_hard_fraction.png",
+        "cbnet_speedup_model.png"]

@@ -30,10 +30,11 @@ def _figures(html: str) -> list[tuple[str, str]]:
 def test_each_caption_stays_with_its_plot_even_when_one_is_skipped(result, tmp_path):
     figs = _figures(report_section(result, tmp_path).html)
     assert [f for f, _ in figs] == ["cbnet_accuracy_latency.png", "cbnet_branchynet_sweep.png",
-                                    "cbnet_hard_fraction.png"]
+                                    "cbnet_hard_fraction.png", "cbnet_speedup_model.png"]
     no_hard = {**result, "hard_fraction": []}
     figs = dict(_figures(report_section(no_hard, tmp_path / "b").html))
-    assert list(figs) == ["cbnet_accuracy_latency.png", "cbnet_branchynet_sweep.png"]
+    assert list(figs) == ["cbnet_accuracy_latency.png", "cbnet_branchynet_sweep.png", "cbnet_speedup_model.png"]
+    assert "hard inputs" in figs["cbnet_speedup_model.png"]
     assert "threshold" in figs["cbnet_branchynet_sweep.png"]
 
 

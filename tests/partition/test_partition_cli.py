@@ -176,3 +176,15 @@ def test_model_that_fits_no_node(capsys, tmp_path, strategy):
     )
     assert_user_error(code, err)
     assert any(k in err for k in ("memory", "MB", "no plan fits")), err
+
+
+def test_time_budget_runs_hidp_anytime_and_says_how_far_it_got(capsys):
+    obj = json_out(capsys, *BASE, "--time-budget", "30", "--json")
+    search = obj["plans"][0]["search"]
+    assert search["budget_s"] == 30.0 and search["complete"] is True  # edge3: the whole space in time
+    assert "complete" in obj["plans"][0]["reason"]
+
+
+def test_time_budget_is_for_hidp_only(capsys):
+    code, _, err = run_cli(capsys, *BASE, "--strategy", "coedge", "--time-budget", "1")
+    assert_user_error(code, err, "--time-budget", "coedge")

@@ -20,11 +20,13 @@ def result():
     return json.loads(out)
 
 
-def test_section_shows_both_plots_with_their_captions(result, tmp_path):
+def test_section_shows_every_plot_with_its_caption(result, tmp_path):
     section = report_section(result, tmp_path)
     figs = re.findall(r'<img src="([^"]+)".*?<figcaption>([^<]*)', section.html, flags=re.S)
-    assert [f for f, _ in figs] == ["signed_binary_pareto.png", "signed_binary_kernels.png"]
+    assert [f for f, _ in figs] == ["signed_binary_pareto.png", "signed_binary_kernels.png",
+                                    "signed_binary_density.png", "signed_binary_study.png"]
     assert "non-zero" in figs[0][1] and "kernel" in figs[1][1]
+    assert "density" in figs[2][1] and "matched non-zeros" in figs[3][1]
     assert all((tmp_path / f).stat().st_size > 0 for f, _ in figs)
 
 

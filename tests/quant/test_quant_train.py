@@ -57,6 +57,6 @@ def test_bad_config_is_a_user_error():
     with pytest.raises(UserError, match="quantisation method"):
         train(TrainConfig(method="int4"))
     with pytest.raises(UserError, match="architecture"):
-        train(TrainConfig(arch="resnet"))
+        train(TrainConfig(arch="vgg"))
     with pytest.raises(UserError, match="epochs"):
         train(TrainConfig(epochs=0))

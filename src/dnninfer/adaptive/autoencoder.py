@@ -85,7 +85,10 @@ class ConvAE(nn.Module):
         return self.decoder(self.bottleneck(self.encoder(x)))
 
 
-AE_KINDS = ("dense", "dense_mnist", "conv")
+AE_KINDS = ("dense", "dense_mnist", "conv", "dense_small")
+#: ``dense_small``: one ReLU layer of 64, ~0.1 M MACs at 28x28, sized for B-AlexNet (AE / main path
+#: ≈ 2% by MACs): at batch 1 a deploy runtime charges per op, so few, small ops matter more than MACs
+SMALL_WIDTH = 64
 
 
 def build_autoencoder(kind: str, image_shape: tuple[int, int, int], seed: int = 0) -> tuple[nn.Module, float]:
@@ -97,6 +100,8 @@ def build_autoencoder(kind: str, image_shape: tuple[int, int, int], seed: int = 
     if kind == "dense_mnist":
         widths, relu, l1 = DENSE_WIDTHS["mnist"]
         return DenseAE(image_shape, widths, relu), l1
+    if kind == "dense_small":
+        return DenseAE(image_shape, (SMALL_WIDTH,), (True,)), 0.0
     if kind == "conv":
         return ConvAE(image_shape), 0.0
     raise UserError(f"autoencoder {kind!r}: expected one of {', '.join(AE_KINDS)}")

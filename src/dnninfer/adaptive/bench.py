@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from dnninfer.adaptive.deploy_bench import deploy_section
 from dnninfer.adaptive.measure import device_costs, methods, time_methods
 from dnninfer.adaptive.pipeline import CBNetConfig, Trained, fit
 from dnninfer.adaptive.report import CLAIMS, plots, report_section
@@ -51,6 +52,10 @@ PAPER = {
                      "(1.14 M). Part of the speedup is how timing was done (research/cbnet_and_rns.md §1.6).",
 }
 
+#: backbones the deploy section runs (quick and full); the AE listed first is each one's `cbnet`
+DEPLOY_BACKBONES = ("blenet", "balexnet")
+BACKBONE_AES = {"blenet": ("dense", "conv"), "balexnet": ("conv", "dense_small"), "bcnn": ("dense", "conv")}
+
 QUICK = {"epochs": 8, "ae_epochs": 20, "lr": 3e-3, "ae_lr": 3e-3, "batch": 32, "seeds": (0,),
          "b1_repeats": 200, "b1_warmup": 20, "b64_repeats": 20, "b64_warmup": 3}
 #: every method, row, sweep and plot of --quick on 200/64 digits images (64: one batch-64 slice).
@@ -64,18 +69,20 @@ DEVICES = ("host", "rpi4", "jetson_nano")
 def _add_arguments(p: Any) -> None:
     p.add_argument("--dataset", default="digits", help="digits, or mnist / fashion_mnist / kmnist with --data-dir")
     p.add_argument("--data-dir", default=None, help="directory with the four MNIST-format IDX files")
-    p.add_argument("--backbone", default="blenet", choices=["blenet", "bcnn"])
+    p.add_argument("--backbone", default="blenet", choices=["blenet", "bcnn", "balexnet"])
     p.add_argument("--epochs", type=int, default=None, help="training epochs of the full DNN (default: per --quick)")
     p.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
     p.add_argument("--test-limit", type=int, default=None, help="use only the first N test images")
 
 
-def _config(args: BenchArgs, cfg: dict[str, Any], seed: int) -> CBNetConfig:
+def _config(args: BenchArgs, cfg: dict[str, Any], seed: int, backbone: str | None = None) -> CBNetConfig:
     epochs = args.get("epochs") or cfg["epochs"]
     ae_epochs = cfg["ae_epochs"] if not args.get("epochs") else max(epochs, round(epochs * cfg["ae_epochs"]
                                                                                  / cfg["epochs"]))
+    backbone = backbone or args.get("backbone") or "blenet"
     return CBNetConfig(dataset=args.get("dataset") or "digits", data_dir=args.get("data_dir"),
-                       backbone=args.get("backbone") or "blenet", epochs=epochs, ae_epochs=ae_epochs, lr=cfg["lr"],
+                       backbone=backbone, autoencoders=BACKBONE_AES[backbone], epochs=epochs, ae_epochs=ae_epochs,
+                       lr=cfg["lr"],
                        ae_lr=cfg["ae_lr"],
                        batch=cfg["batch"], train_limit=args.get("train_limit") or cfg.get("train_limit"),
                        test_limit=args.get("test_limit") or cfg.get("test_limit"),
@@ -109,8 +116,11 @@ def bench_cbnet(args: BenchArgs) -> dict[str, Any]:
                            description="cbnet: batch 64") if len(tx) >= 64 else {}
         err_console.log("cbnet: timing the notebooks' protocol (AE on the whole test set, classifiers at batch 10)")
         protocol = _paper_protocol(trained, ms, cfg, args.seed)
+        deploy = _deploy(args, cfg, trained, ms)
     result = _assemble(trained, ms, t1, t64, devices, seed_rows)
     result["ours"]["paper_protocol"] = protocol
+    result["ours"].update(deploy["ours"])
+    result["deploy"] = deploy["per_backbone"]
     result["hard_fraction"] = hard_fraction_sweep(trained, ms, t1, args.seed)
     result["config"] = {**trained.config.to_dict(), "seeds": seeds, "timing": {
         k: cfg[k] for k in ("b1_repeats", "b1_warmup", "b64_repeats", "b64_warmup")}, "threads": 1,
@@ -118,6 +128,22 @@ def bench_cbnet(args: BenchArgs) -> dict[str, Any]:
     if args.out:
         plots(result, Path(args.out))
     return result
+
+
+def _deploy(args: BenchArgs, cfg: dict[str, Any], trained: Trained, ms: dict) -> dict[str, Any]:
+    """Every method on eager / TorchScript / ONNX Runtime per backbone (smoke: the trained one only)."""
+    primary = trained.config.backbone
+    backbones = (primary,) if args.smoke else tuple(dict.fromkeys((*DEPLOY_BACKBONES, primary)))
+    runs = {}
+    for b in backbones:
+        if b == primary:
+            runs[b] = (trained, ms)
+            continue
+        err_console.log(f"cbnet: training backbone {b} for the deploy section (seed {args.seed})")
+        tr = fit(_config(args, cfg, args.seed, backbone=b))
+        runs[b] = (tr, methods(tr))
+    err_console.log("cbnet: timing every method on eager, TorchScript and ONNX Runtime")
+    return deploy_section(runs, cfg, args.seed)
 
 
 def _assemble(trained: Trained, ms: dict, t1: dict, t64: dict, devices: list, seed_rows: list) -> dict[str, Any]:

@@ -8,10 +8,13 @@ At inference an input leaves at exit ``n`` as soon as the softmax entropy of tha
 is below the exit's threshold ``T_n`` (paper Eq. 1, ``entropy(y) = −Σ_c y_c log y_c``, natural
 log); the last exit always answers.
 
-Two backbones: `b_lenet`, B-LeNet exactly as in ``kunglab/branchynet/networks/lenet_mnist.py``
+Three backbones: `b_lenet`, B-LeNet exactly as in ``kunglab/branchynet/networks/lenet_mnist.py``
 (Chainer ``max_pooling_2d`` defaults to ``cover_all=True``, i.e. ceil-mode pooling, which is why
 the 28x28 feature sizes are 640 and 720), and `b_cnn`, a two-exit version of the zoo's
-``digits_cnn`` (conv-BN-ReLU 16 | exit 1 | conv 32, pool, conv 64, pool, linear).
+``digits_cnn`` (conv-BN-ReLU 16 | exit 1 | conv 32, pool, conv 64, pool, linear), and
+`b_alexnet`, BranchyNet's B-AlexNet (``networks/alex_cifar10.py``: conv-pool-ReLU-LRN stem, a
+small side branch, then conv 5x5, three conv 3x3 and three linears) at half width for 1x28x28
+inputs: its main path costs ~12x its exit 1, where B-LeNet's costs ~5x.
 """
 
 from __future__ import annotations
@@ -29,10 +32,13 @@ from dnninfer.errors import UserError
 
 __all__ = [
     "BACKBONES",
+    "NATIVE_28",
+    "ChannelLRN",
     "EarlyExit",
     "ExitOutputs",
     "MultiExitNet",
     "SweepPoint",
+    "b_alexnet",
     "b_cnn",
     "b_lenet",
     "build_backbone",
@@ -145,11 +151,70 @@ def b_cnn(image_shape: tuple[int, int, int] = (1, 8, 8), num_classes: int = 10) 
     return net
 
 
-BACKBONES = {"blenet": b_lenet, "bcnn": b_cnn}
+class ChannelLRN(nn.Module):
+    """Cross-channel local response norm, ``x / (k + alpha * mean_{n nearby channels}(x^2))^beta``,
+    equal to ``nn.LocalResponseNorm`` (zero-padded channels, mean over ``size``) but written as a
+    fixed banded 1x1 convolution, so it exports to ONNX as one Conv (the exporter's LRN lowering
+    broke ONNX Runtime's reshape once an autoencoder ran in front of it). B-AlexNet's beta = 3/4
+    is computed with square roots instead of a generic power (equal to float rounding)."""
+
+    def __init__(self, channels: int, size: int = 3, alpha: float = 5e-5, beta: float = 0.75, k: float = 1.0) -> None:
+        super().__init__()
+        idx = torch.arange(channels)
+        off = idx[None, :] - idx[:, None]  # [c_out, c_in]
+        band = ((off >= -(size // 2)) & (off <= (size - 1) // 2)).float() / size
+        self.register_buffer("band", band[:, :, None, None])
+        self.alpha, self.beta, self.k = alpha, beta, k
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d = self.k + self.alpha * F.conv2d(x * x, self.band)
+        if self.beta == 0.75:  # d^-3/4 = r * sqrt(r), r = d^-1/2: ~4x cheaper than Pow in ONNX Runtime
+            r = torch.rsqrt(d)
+            return x * (r * torch.sqrt(r))
+        return x / d.pow(self.beta)
+
+
+def _lrn(channels: int) -> ChannelLRN:
+    return ChannelLRN(channels, 3, alpha=5e-5, beta=0.75)  # B-AlexNet's F.local_response_normalization
+
+
+def _pool3() -> nn.MaxPool2d:
+    return nn.MaxPool2d(3, 2, ceil_mode=True)  # Chainer max_pooling_2d(3, 2), cover_all=True
+
+
+def b_alexnet(image_shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10) -> MultiExitNet:
+    """B-AlexNet (kunglab/branchynet networks/alex_cifar10.py) at half width for small inputs.
+
+    Stem: conv 5x5 c→16 pad 2, pool 3/2, ReLU, LRN. Exit 1: pool 3/2, ReLU, conv 3x3 16→16,
+    pool 3/2, ReLU, linear → classes. Main: conv 5x5 16→32 pad 2, ReLU, pool 3/2, LRN, conv 3x3
+    32→48, ReLU, conv 3x3 48→48, ReLU, conv 3x3 48→32, ReLU, pool 3/2, linear → 128, ReLU,
+    linear → 64, ReLU | linear → classes. At 1x28x28: exit 1 0.43 M MACs, main path 5.2 M.
+    """
+    c = image_shape[0]
+    stem = nn.Sequential(nn.Conv2d(c, 16, 5, padding=2), _pool3(), nn.ReLU(), _lrn(16))
+    stem_shape = tuple(stem(torch.zeros(1, *image_shape)).shape[1:])
+    branch = nn.Sequential(_pool3(), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), _pool3(), nn.ReLU(), nn.Flatten())
+    branch.append(nn.Linear(_flat_size(branch, stem_shape), num_classes))
+    trunk = nn.Sequential(nn.Conv2d(16, 32, 5, padding=2), nn.ReLU(), _pool3(), _lrn(32),
+                          nn.Conv2d(32, 48, 3, padding=1), nn.ReLU(), nn.Conv2d(48, 48, 3, padding=1), nn.ReLU(),
+                          nn.Conv2d(48, 32, 3, padding=1), nn.ReLU(), _pool3(), nn.Flatten())
+    trunk.extend([nn.Linear(_flat_size(trunk, stem_shape), 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU()])
+    head = nn.Sequential(nn.Linear(64, num_classes))
+    net = MultiExitNet([stem, trunk], [branch, head])
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d | nn.Linear):
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            nn.init.zeros_(m.bias)
+    return net
+
+
+BACKBONES = {"blenet": b_lenet, "bcnn": b_cnn, "balexnet": b_alexnet}
+#: backbones built for 28x28 inputs: digits are upsampled to 28x28 for them
+NATIVE_28 = frozenset({"blenet", "balexnet"})
 
 
 def build_backbone(name: str, image_shape: tuple[int, int, int], num_classes: int, seed: int = 0) -> MultiExitNet:
-    """A fresh, seeded multi-exit backbone by name (``blenet`` or ``bcnn``)."""
+    """A fresh, seeded multi-exit backbone by name (``blenet``, ``bcnn`` or ``balexnet``)."""
     if name not in BACKBONES:
         raise UserError(f"backbone {name!r}: expected one of {', '.join(BACKBONES)}")
     torch.manual_seed(seed)

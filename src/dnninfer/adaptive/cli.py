@@ -17,7 +17,8 @@ def add_commands(sub: Any) -> None:
     t = csub.add_parser("train", help="train full DNN, BranchyNet and CBNet; report accuracy, exits, MACs")
     t.add_argument("--dataset", default="digits", help="digits, or mnist / fashion_mnist / kmnist (needs --data-dir)")
     t.add_argument("--data-dir", default=None, help="directory with the four MNIST-format IDX files (.gz or plain)")
-    t.add_argument("--backbone", default="blenet", help="blenet (the paper's B-LeNet) or bcnn (multi-exit digits_cnn)")
+    t.add_argument("--backbone", default="blenet",
+                   help="blenet (the paper's B-LeNet), bcnn (multi-exit digits_cnn), balexnet (half-width B-AlexNet)")
     t.add_argument("--epochs", type=at.bounded_int(1, 10_000), default=30,
                    help="epochs for the full DNN and for joint BranchyNet training")
     t.add_argument("--ae-epochs", type=at.bounded_int(1, 10_000), default=None,
@@ -29,9 +30,9 @@ def add_commands(sub: Any) -> None:
     t.add_argument("--targets", default="easiest", choices=["easiest", "kmeans"],
                    help="one easiest image per class (paper) or k-means representatives (CAE-Net)")
     t.add_argument("--clusters", type=at.bounded_int(1, 1000), default=3, help="k for --targets kmeans")
-    t.add_argument("--autoencoders", default="dense,conv", help="comma list of dense, dense_mnist, conv")
+    t.add_argument("--autoencoders", default="dense,conv", help="comma list of dense, dense_mnist, conv, dense_small")
     t.add_argument("--image-size", type=at.bounded_int(4, 1024), default=None,
-                   help="resize images (default: 28 for blenet)")
+                   help="resize images (default: 28 for blenet and balexnet)")
     t.add_argument("--train-limit", type=at.positive_int, default=None)
     t.add_argument("--test-limit", type=at.positive_int, default=None)
     t.add_argument("--seed", type=at.seed, default=0)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dnninfer.adaptive.autoencoder import AE_KINDS, build_autoencoder
-from dnninfer.adaptive.branchynet import MultiExitNet, build_backbone, exit_outputs, softmax_entropy
+from dnninfer.adaptive.branchynet import NATIVE_28, MultiExitNet, build_backbone, exit_outputs, softmax_entropy
 from dnninfer.adaptive.cbnet import (
     CBNet,
     GuardedCBNet,
@@ -44,8 +44,9 @@ class CBNetConfig:
 
     ``threshold`` is the exit-1 entropy threshold T (nats) used for BranchyNet's exit, the
     easy/hard labels and the guard; when None it is the ``easy_fraction`` quantile of the
-    training images' exit-1 entropies. ``image_size`` None means 28 for B-LeNet (digits are
-    upsampled bilinearly so the network is exactly the paper's) and the native size otherwise.
+    training images' exit-1 entropies. ``image_size`` None means 28 for B-LeNet and B-AlexNet
+    (digits are upsampled bilinearly so the network is exactly the paper's) and the native size
+    otherwise.
     ``ae_lr`` (default: ``lr``) is the AEs' Adam step; on digits 3e-3 converged both AEs within
     20-60 epochs where 1e-3 left the conv AE short.
     """
@@ -141,7 +142,7 @@ def load_split(cfg: CBNetConfig) -> Split:
     if split.train_x.shape[1] != 1:
         raise UserError(f"dataset {cfg.dataset!r}: expected single-channel images, got {split.train_x.shape[1]}")
     split = split.subset(cfg.train_limit, cfg.test_limit)
-    size = cfg.image_size if cfg.image_size is not None else (28 if cfg.backbone == "blenet" else None)
+    size = cfg.image_size if cfg.image_size is not None else (28 if cfg.backbone in NATIVE_28 else None)
     return prepare_split(split, size)
 
 

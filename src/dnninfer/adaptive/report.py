@@ -42,6 +42,12 @@ CLAIMS = (
     Claim("CBNet energy reduction vs BranchyNet, rpi4, batch 1", "up to 79% (KMNIST, K80)",
           "energy_reduction_vs_branchynet.rpi4.b1", target=0.79, basis="predicted", fmt=".0%",
           note="the paper's 79% is modelled VM/GPU power too; only its Pi figures were metered"),
+    Claim("CBNet vs full DNN, batch 1, deploy runtime (ONNX Runtime), B-AlexNet", "up to 4.8x",
+          "speedup_vs_full_b1_by_backbone.balexnet", target=4.8, fmt="x",
+          note=lambda r: f"B-LeNet: {lookup(r, 'speedup_vs_full_b1_by_backbone.blenet') or float('nan'):.2f}x"),
+    Claim("CBNet vs BranchyNet, batch 1, deploy runtime (ONNX Runtime), B-AlexNet", "1.1-3.8x (released notebooks)",
+          "speedup_vs_branchynet_b1_by_backbone.balexnet", target=1.1, fmt="x",
+          note=lambda r: f"B-LeNet: {lookup(r, 'speedup_vs_branchynet_b1_by_backbone.blenet') or float('nan'):.2f}x"),
     Claim("CBNet accuracy vs full DNN", "similar or higher (MNIST 98.61% vs 99.03%)",
           lambda r: f"{lookup(r, 'accuracy.cbnet'):.2%} vs {lookup(r, 'accuracy.full'):.2%}",
           note=lambda r: f"{lookup(r, 'dataset')}, mean of {lookup(r, 'seeds')} seed(s)"),
@@ -95,7 +101,65 @@ def plots(result: dict[str, Any], outdir: Path) -> Figures:
                 ax.grid(alpha=0.3)
             axes[0].legend(fontsize=8)
             fig.suptitle("Harder inputs: rotation ±20°, shift, noise on a growing share of the test split")
+    if deploy := result.get("deploy"):
+        _speedup_model_plot(figs, deploy, result["ours"].get("deploy_runtime", "onnxruntime"))
     return figs
+
+
+def _speedup_model_plot(figs: Figures, deploy: dict[str, Any], runtime: str) -> None:
+    """Left: the overhead-free (MAC) model of CBNet's speedup over BranchyNet vs (AE cost / main
+    path cost, hard share), its 4.8x contour, and each backbone's measured point. Right: per
+    backbone, the model from the deploy runtime's batch-1 times along h with the measured point."""
+    import numpy as np
+
+    from dnninfer.adaptive.deploy_bench import model_speedup
+
+    markers = "os^Dv"
+    with figs.plot("cbnet_speedup_model.png", "CBNet speedup over BranchyNet as a function of AE cost / main-path "
+                   "cost (a) and share of hard inputs (h); h = 1 is also the speedup over the full net. Contours: "
+                   "MAC model per backbone (solid 4.8x); points: measured at batch 1 on " + runtime + ".",
+                   figsize=(12, 4.8), ncols=2) as (_, axes):
+        a = np.geomspace(1e-3, 1.0, 200)
+        h = np.linspace(0.0, 1.0, 101)
+        aa, hh = np.meshgrid(a, h)
+        ax = axes[0]
+        for i, (b, p) in enumerate(deploy.items()):
+            m = p["model"]
+            z = model_speedup(aa, hh, m["costs_macs"])
+            cs = ax.contour(aa, hh, z, levels=[1.0, 2.0, 4.8], colors=f"C{i}",
+                            linestyles=["dotted", "dashed", "solid"])
+            ax.clabel(cs, fmt=lambda v: f"{v:g}x", fontsize=7)
+            meas = p["runtimes"][runtime]["b1"]
+            ax.scatter([m["a_macs"]], [m["h"]], marker=markers[i % 5], color=f"C{i}", s=70, zorder=3,
+                       label=f"{b}: measured {meas['cbnet_vs_branchynet']:.2f}x vs BranchyNet, "
+                             f"{meas['cbnet_vs_full']:.2f}x vs full (MAC model "
+                             f"{model_speedup(m['a_macs'], m['h'], m['costs_macs']):.2f}x)")
+        ax.set(xscale="log", xlabel="a = AE MACs / main-path MACs", ylabel="h = share of hard inputs",
+               title="Speedup over BranchyNet, MAC model (contours 1x, 2x, 4.8x)")
+        ax.legend(fontsize=7, loc="lower left")
+        ax.grid(alpha=0.3)
+        ax = axes[1]
+        for i, (b, p) in enumerate(deploy.items()):
+            m = p["model"]
+            meas = p["runtimes"][runtime]["b1"]
+            ax.plot(h, model_speedup(m["a_macs"], h, m["costs_macs"]), "--", color=f"C{i}", alpha=0.6,
+                    label=f"{b}: MAC model, a = {m['a_macs']:.3f}")
+            if "costs_time" in m:
+                ax.plot(h, model_speedup(m["a_time"], h, m["costs_time"]), "-", color=f"C{i}",
+                        label=f"{b}: time model ({runtime}, b1), a = {m['a_time']:.3f}")
+            ax.scatter([m["h"], 1.0], [meas["cbnet_vs_branchynet"], meas["cbnet_vs_full"]], marker=markers[i % 5],
+                       color=f"C{i}", s=70, zorder=3)
+            harder = p.get("harder") or []
+            if harder:
+                ax.scatter([q["h"] for q in harder], [q["cbnet_vs_branchynet"] for q in harder],
+                           marker=markers[i % 5], facecolors="none", edgecolors=f"C{i}", s=70, zorder=3,
+                           label=f"{b}: measured on 50% / 100% perturbed inputs")
+        ax.axhline(4.8, color="#888", linestyle=":", label="paper: up to 4.8x")
+        ax.axhline(1.0, color="#bbb", linewidth=0.8)
+        ax.set(xlabel="h = share of hard inputs", ylabel="CBNet speedup (points: measured; h = 1: vs full net)",
+               title=f"Model along h at the measured a, batch 1, {runtime}")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
 
 
 def report_section(result: dict[str, Any], outdir: Path) -> ReportSection:

@@ -5,21 +5,17 @@ and the energy model every planner scores its plans with (research/partitioning.
     measure   profile(graph) -> LatencyProfile: per-node medians on this host, cached
     predict   fit(samples) -> LatencyModel; predict(graph, device, pu) -> seconds per node
     energy    energy(device, busy_s, wall_s), link_energy(link, nbytes), cluster_energy(...)
+
+Profiles and energy are imported here; measure and predict (torch, scipy) only on first use of
+one of their names, so reading a device profile (``dnninfer devices``) never imports torch.
 """
 
+import importlib
+import sys
+import types
+from typing import Any
+
 from dnninfer.cost.energy import EnergyBreakdown, cluster_energy, energy, energy_breakdown, link_energy
-from dnninfer.cost.measure import LatencyProfile, graph_key, profile
-from dnninfer.cost.predict import (
-    Coeffs,
-    LatencyModel,
-    Sample,
-    fit,
-    fit_from_graphs,
-    input_bytes,
-    predict,
-    predict_host,
-    samples_from_profile,
-)
 from dnninfer.cost.profiles import (
     Cluster,
     DeviceProfile,
@@ -34,6 +30,13 @@ from dnninfer.cost.profiles import (
     load_device,
 )
 
+#: Names served from a submodule on first use (the submodule is imported then).
+_LAZY = {
+    **dict.fromkeys(("LatencyProfile", "graph_key", "profile"), "measure"),
+    **dict.fromkeys(("Coeffs", "LatencyModel", "Sample", "fit", "fit_from_graphs", "input_bytes", "predict",
+                     "predict_host", "samples_from_profile"), "predict"),
+}
+
 __all__ = [
     "Cluster", "Coeffs", "DeviceProfile", "EnergyBreakdown", "LatencyModel", "LatencyProfile",
     "LinkProfile", "LinkSpec", "NodeSpec", "ProcessingUnit", "Sample", "cluster_energy", "configs_dir",
@@ -41,3 +44,28 @@ __all__ = [
     "list_clusters", "list_devices", "load_cluster", "load_device", "predict", "predict_host", "profile",
     "samples_from_profile",
 ]
+
+
+class _Cost(types.ModuleType):
+    """The package module. ``predict`` names both a submodule and a function: importing the
+    submodule binds the module on the package, so the lazy names are resolved here first, and
+    ``from dnninfer.cost import predict`` is the function whatever was imported before (as it was
+    when this package imported everything eagerly)."""
+
+    def __getattribute__(self, name: str) -> Any:
+        where = _LAZY.get(name)
+        if where is not None:
+            return getattr(importlib.import_module(f"dnninfer.cost.{where}"), name)
+        return super().__getattribute__(name)
+
+    def __getattr__(self, name: str) -> Any:  # a submodule not imported yet (``dnninfer.cost.measure``)
+        try:
+            return importlib.import_module(f"dnninfer.cost.{name}")
+        except ModuleNotFoundError:
+            raise AttributeError(f"module 'dnninfer.cost' has no attribute {name!r}") from None
+
+    def __dir__(self) -> list[str]:
+        return sorted(set(super().__dir__()) | set(_LAZY))
+
+
+sys.modules[__name__].__class__ = _Cost

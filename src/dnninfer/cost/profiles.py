@@ -58,11 +58,18 @@ __all__ = [
 CONFIGS_ENV = "DNNINFER_CONFIGS"
 
 
+#: Op kinds the FLOPs table (graph/flops.py) can produce: the keys `op_speed` may use. Written out
+#: so that reading a profile never imports torch (graph/ does); tests/cost/test_op_kinds.py checks
+#: it against the table.
+OP_KINDS = frozenset({
+    "act", "add", "attention", "bn", "cat", "conv", "dropout", "embedding", "getitem", "identity", "linear",
+    "matmul", "mul", "norm", "pool", "reduce", "reshape", "resize", "shape", "softmax",
+})
+
+
 def _known_kinds() -> frozenset[str]:
     """Op kinds the FLOPs table can produce: the keys `op_speed` may use."""
-    from dnninfer.graph.flops import MODULE_RULES, NAME_RULES
-
-    return frozenset({r.kind for r in NAME_RULES.values()} | {r.kind for _, r in MODULE_RULES})
+    return OP_KINDS
 
 
 

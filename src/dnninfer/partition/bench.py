@@ -30,6 +30,7 @@ from dnninfer.env import pinned_threads
 from dnninfer.graph import max_abs_diff
 from dnninfer.partition.gains import METRIC, aggregate
 from dnninfer.partition.report import CLAIMS, plots, report_section
+from dnninfer.partition.scale import CLAIMS as SCALE_CLAIMS
 
 PAPER = {
     "latency_reduction": 0.38, "energy_reduction": 0.46, "throughput_gain": 0.56,
@@ -129,3 +130,23 @@ def bench_hidp(args: BenchArgs) -> dict[str, Any]:
     if args.out:
         plots(result, Path(args.out))
     return result
+
+
+def _scale_arguments(p: Any) -> None:
+    p.add_argument("--models", nargs="*", default=None, help="zoo models (default: resnet50 [resnet18 mobilenet_v2])")
+    p.add_argument("--nodes", nargs="*", type=int, default=None, help="node counts (default: 3..64)")
+    p.add_argument("--bandwidths", nargs="*", type=float, default=None, help="Mbit/s of the site's Wi-Fi")
+
+
+def _scale_section(result: dict[str, Any], outdir: Path) -> Any:
+    from dnninfer.partition.scale import report_section as section
+
+    return section(result, outdir)
+
+
+@register_system("hidp-scale", description="HiDP planning time and plan quality vs number of nodes (3-64)",
+                 report_section=_scale_section, add_arguments=_scale_arguments, headline=SCALE_CLAIMS[0])
+def bench_hidp_scale(args: BenchArgs) -> dict[str, Any]:
+    from dnninfer.partition.scale import bench_hidp_scale as run
+
+    return run(args)

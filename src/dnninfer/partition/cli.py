@@ -10,6 +10,9 @@ from dnninfer import argtypes as at
 from dnninfer.cliutil import emit, load_graph, model_args, stdout
 from dnninfer.errors import UserError
 
+#: the HiDP strategies and the levels each plans with (what `--time-budget` applies to)
+HIDP_LEVELS = {"hidp": ("global", "local"), "hidp-global-only": ("global",), "hidp-local-only": ("local",)}
+
 
 def add_commands(sub: Any) -> None:
     from dnninfer.partition.plan import OBJECTIVES
@@ -29,6 +32,9 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--profile", default=None, metavar="FILE",
                    help="plan from per-node latencies measured on the cluster's PUs (`dnninfer profile MODEL "
                         "--cluster ... --out FILE`) instead of cited speed ratios")
+    p.add_argument("--time-budget", type=at.positive_float, default=None, metavar="SECONDS",
+                   help="hidp: anytime search, stop after this long with the best plan so far and say how far it "
+                        "got (default: a fixed search effort, polynomial in the number of nodes)")
     p.add_argument("--run", action="store_true", help="execute the plan for real and check the output")
     p.add_argument("--runtime", choices=["inprocess", "ray"], default="inprocess")
     p.add_argument("--json", action="store_true")
@@ -58,12 +64,21 @@ def cmd_partition(args: argparse.Namespace) -> None:
     from dnninfer.graph import max_abs_diff
     from dnninfer.partition.strategies import STRATEGIES, plan
 
+    if args.time_budget is not None and args.strategy not in (*HIDP_LEVELS, "all"):
+        raise UserError(f"--time-budget: applies to the hidp strategies ({', '.join(HIDP_LEVELS)} or all), "
+                        f"got --strategy {args.strategy}")
     loaded, cm = _cost_model(args)
     names = list(STRATEGIES) if args.strategy == "all" else [args.strategy]
     plans = []
     for name in names:
         try:
-            plans.append(plan(cm, name, args.objective))
+            if args.time_budget is not None and name in HIDP_LEVELS:
+                from dnninfer.partition.hidp import plan_hidp
+
+                plans.append(plan_hidp(cm, args.objective, levels=HIDP_LEVELS[name], strategy=name,
+                                       time_budget=args.time_budget))
+            else:
+                plans.append(plan(cm, name, args.objective))
         except UserError as e:
             if len(names) == 1:
                 raise
@@ -72,7 +87,7 @@ def cmd_partition(args: argparse.Namespace) -> None:
         raise UserError("no strategy found a feasible plan")
     chosen = plans[0]
     out: dict[str, Any] = {"model": loaded.name, "cluster": cm.cluster.name, "objective": args.objective,
-                           "plans": [p.to_dict() for p in plans]}
+                           "plans": [{**p.to_dict(), **({"search": p.search} if p.search else {})} for p in plans]}
     if args.run:
         from dnninfer.partition.execute import run_plan
 

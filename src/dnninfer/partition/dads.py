@@ -286,7 +286,8 @@ def brute_force(
 def _cut_with(cm: CostModel, server: str) -> CutResult:
     """The min-cut between the source and `server` (it does not depend on the objective)."""
     g = cm.graph
-    dag = g.nx.subgraph(list(g.input_names) + [n.name for n in g.compute_nodes()]).copy()
+    dag = cm.memo(("dads", "dag"),
+                  lambda: g.nx.subgraph(list(g.input_names) + [n.name for n in g.compute_nodes()]).copy())
     local, remote = cm.default_target(cm.source), cm.default_target(server)
     local_s = {v: (0.0 if v in g.input_names else cm.seconds([v], local)) for v in dag.nodes}
     remote_s = {v: (math.inf if v in g.input_names else cm.seconds([v], remote)) for v in dag.nodes}
@@ -303,12 +304,15 @@ def plan_dads(cm: CostModel, objective: str = "latency") -> Plan:
     its sibling goes remote), which is DADS's point; the plan is still two stages.
     """
     from dnninfer.partition.common import best
+    from dnninfer.partition.fleet import fleet
     from dnninfer.partition.plan import Part, evaluate
 
     compute = [n.name for n in cm.graph.compute_nodes()]
     local = cm.default_target(cm.source)
     plans = []
-    for server in (n for n in cm.nodes if n != cm.source):
+    # one server of each type: interchangeable servers give the same plan, and the first of a
+    # type is the one `best` would keep among them
+    for server in (n for n in fleet(cm).reps if n != cm.source):
         cut = cm.memo(("dads-cut", server), lambda s=server: _cut_with(cm, s))
         here = tuple(v for v in compute if v not in cut.remote)
         there = tuple(v for v in compute if v in cut.remote)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dnninfer.errors import UserError
 from dnninfer.partition.common import best, feasible_nodes, single
 from dnninfer.partition.costmodel import CostModel
+from dnninfer.partition.fleet import fleet
 from dnninfer.partition.plan import Plan
 
 
@@ -19,7 +20,9 @@ def plan_all_local(cm: CostModel, objective: str = "latency") -> Plan:
 
 
 def plan_all_offload(cm: CostModel, objective: str = "latency") -> Plan:
-    others = [n for n in feasible_nodes(cm) if n != cm.source]
+    whole = set(feasible_nodes(cm))
+    # one node of each type (partition/fleet.py): the first of a type is the one `best` would keep
+    others = [n for n in fleet(cm).reps if n != cm.source and n in whole]
     if not others:
         raise UserError(f"all-offload: no node other than the source {cm.source!r} can hold the model")
     plans = [single(cm, cm.default_target(n), strategy="all-offload", objective=objective,

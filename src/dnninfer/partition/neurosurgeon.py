@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dnninfer.partition.common import best
 from dnninfer.partition.costmodel import CostModel
+from dnninfer.partition.fleet import fleet
 from dnninfer.partition.plan import Plan, chain_parts, evaluate
 
 
@@ -16,7 +17,9 @@ def plan_neurosurgeon(cm: CostModel, objective: str = "latency") -> Plan:
     n_blocks = len(cm.blocks)
     local = cm.default_target(cm.source)
     plans = []
-    for server in (n for n in cm.nodes if n != cm.source):
+    # one server of each type (partition/fleet.py): interchangeable servers give the same plans, and
+    # the first of a type is the one `best` would keep among them
+    for server in (n for n in fleet(cm).reps if n != cm.source):
         remote = cm.default_target(server)
         for s in range(n_blocks + 1):  # s blocks on the device, the rest on the server
             stages = ([(local, 0, s - 1)] if s > 0 else []) + ([(remote, s, n_blocks - 1)] if s < n_blocks else [])

@@ -2,19 +2,20 @@
 
 Minimises the slowest pipeline stage or link, max(compute, comm), over the ordered subset of
 devices and split points, with a memory check per stage (partitioning.md §3.2; the DP is
-partition/chain_dp.py). A throughput method: its single-request latency is reported as is.
+partition/chain_dp.py's, run over device types by partition/multiset_dp.py). A throughput method:
+its single-request latency is reported as is.
 """
 
 from __future__ import annotations
 
 from dnninfer.partition.costmodel import CostModel
-from dnninfer.partition.layerwise import chain_dp, dp_parts
+from dnninfer.partition.layerwise import default_pu_dp, dp_parts
 from dnninfer.partition.plan import Plan, evaluate
 
 
 def plan_pipeedge(cm: CostModel, objective: str = "latency") -> Plan:
     nodes = cm.nodes
-    dp = chain_dp(cm, nodes, lambda b, n: cm.block_s(b, cm.default_target(n)), objective="throughput")
+    dp = default_pu_dp(cm, "throughput")
     parts = dp_parts(cm, nodes, dp, cm.default_target)
     used = " -> ".join(nodes[d] for d, _, _ in dp.stages)
     return evaluate(cm, parts, strategy="pipeedge", objective=objective, mode="layer",

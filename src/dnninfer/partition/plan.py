@@ -16,12 +16,11 @@ steady state, 1 / the busiest resource (a PU's compute or a radio's sending time
 
 from __future__ import annotations
 
+import heapq
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
-
-import networkx as nx
 
 from dnninfer.cost.energy import energy_breakdown
 from dnninfer.errors import UserError
@@ -88,6 +87,7 @@ class Plan:
     reason: str = ""
     model: str = ""
     cluster: str = ""
+    search: dict[str, Any] = field(default_factory=dict)  # how far a planner's search got (HiDP; not saved)
 
     def score(self, objective: str | None = None) -> float:
         """Lower is better for every objective (throughput is negated)."""
@@ -133,7 +133,8 @@ def _check_cover(cm: CostModel, parts: Sequence[Part]) -> dict[str, int]:
             if n in owner:
                 raise ValueError(f"node {n!r} is in parts {owner[n]} and {i}")
             owner[n] = i
-    missing = [n.name for n in cm.graph.compute_nodes() if n.name not in owner]
+    compute = cm.memo(("plan", "compute names"), lambda: [n.name for n in cm.graph.compute_nodes()])
+    missing = [n for n in compute if n not in owner]
     if missing:
         raise ValueError(f"{len(missing)} compute nodes are in no part, e.g. {missing[:3]}")
     return owner
@@ -141,8 +142,9 @@ def _check_cover(cm: CostModel, parts: Sequence[Part]) -> dict[str, int]:
 
 def build_stages(cm: CostModel, parts: Sequence[Part]) -> tuple[list[SimStage], dict[int, float]]:
     """Stages with predicted compute and incoming bytes; plus bytes each stage returns to the source."""
-    from dnninfer.partition.tiles import tile_cost
+    from dnninfer.partition.tilecache import costs, tile_cost
 
+    c = costs(cm)
     g = cm.graph
     owner = _check_cover(cm, parts)
     stages: list[SimStage] = []
@@ -154,11 +156,11 @@ def build_stages(cm: CostModel, parts: Sequence[Part]) -> tuple[list[SimStage], 
             tc = tile_cost(g, p.nodes, p.shares)
             tile_info[i] = tc
             for t, target in enumerate(p.targets):
-                secs = cm.seconds(p.nodes, target, tc.node_fraction[t]) + cm.sync_s
+                secs = c.tile_seconds(p.nodes, target, tc.node_fraction[t]) + cm.sync_s
                 stages.append(SimStage(len(stages), i, t, target, secs))
                 sids.append(len(stages) - 1)
         else:
-            stages.append(SimStage(len(stages), i, None, p.targets[0], cm.seconds(p.nodes, p.targets[0])))
+            stages.append(SimStage(len(stages), i, None, p.targets[0], c.part_seconds(p.nodes, p.targets[0])))
             sids.append(len(stages) - 1)
         part_sids.append(sids)
 
@@ -175,10 +177,7 @@ def build_stages(cm: CostModel, parts: Sequence[Part]) -> tuple[list[SimStage], 
         return [(sid, (hi - lo) / total) for sid, (lo, hi) in zip(part_sids[q], rows, strict=True)]
 
     for i, p in enumerate(parts):
-        members = set(p.nodes)
-        entries = list(dict.fromkeys(
-            src for n in p.nodes for src in g.nodes[n].inputs
-            if src not in members and g.nodes[src].op != "get_attr"))
+        entries = _entries(cm, p.nodes)
         if not entries:
             continue
         if p.tiled:
@@ -207,24 +206,83 @@ def build_stages(cm: CostModel, parts: Sequence[Part]) -> tuple[list[SimStage], 
     return stages, dict(returns)
 
 
+def _entries(cm: CostModel, nodes: tuple[str, ...]) -> list[str]:
+    """Values a part reads from outside itself, first use first (memoised per part)."""
+
+    def compute() -> list[str]:
+        g = cm.graph
+        members = set(nodes)
+        return list(dict.fromkeys(src for n in nodes for src in g.nodes[n].inputs
+                                  if src not in members and g.nodes[src].op != "get_attr"))
+
+    cache = cm.memo(("plan", "entries"), dict)
+    got = cache.get(nodes)
+    if got is None:
+        got = cache[nodes] = compute()
+    return got
+
+
 def _order(stages: Sequence[SimStage]) -> list[int]:
-    q = nx.DiGraph()
-    q.add_nodes_from(s.sid for s in stages)
+    """Stage ids in topological order, the smallest ready id first (networkx's lexicographical
+    topological sort, without building a graph for every candidate plan)."""
+    users: dict[int, list[int]] = defaultdict(list)
+    waiting = {}
     for s in stages:
-        for src in s.inputs:
-            if src != SOURCE:
-                q.add_edge(src, s.sid)
-    try:
-        return list(nx.lexicographical_topological_sort(q))
-    except nx.NetworkXUnfeasible:
-        raise ValueError("plan: parts depend on each other in a cycle") from None
+        deps = {src for src in s.inputs if src != SOURCE}
+        waiting[s.sid] = len(deps)
+        for src in deps:
+            users[src].append(s.sid)
+    ready = [sid for sid, n in waiting.items() if n == 0]
+    heapq.heapify(ready)
+    out = []
+    while ready:
+        sid = heapq.heappop(ready)
+        out.append(sid)
+        for u in users[sid]:
+            waiting[u] -= 1
+            if waiting[u] == 0:
+                heapq.heappush(ready, u)
+    if len(out) != len(stages):
+        raise ValueError("plan: parts depend on each other in a cycle")
+    return out
+
+
+#: simulations kept per cost model (planners score the same parts for several objectives and
+#: strategies; HiDP re-scores every baseline's plan)
+_MAX_SIMS = 20_000
 
 
 def evaluate(cm: CostModel, parts: Sequence[Part], *, strategy: str, objective: str = "latency",
              mode: str = "layer", reason: str = "") -> Plan:
-    """Simulate one request through the plan and score it (see the module docstring)."""
+    """Simulate one request through the plan and score it (see the module docstring).
+
+    The simulation depends on the parts alone, so it is memoised per cost model and parts; each
+    call gets its own copy of the stage rows and the energy breakdown."""
     if objective not in OBJECTIVES:
         raise UserError(f"objective {objective!r}: expected one of {', '.join(OBJECTIVES)}")
+    parts = tuple(parts)
+    sims = cm.memo(("plan", "simulations"), dict)
+    sim = sims.get(parts)
+    if sim is None:
+        if len(sims) >= _MAX_SIMS:
+            sims.clear()
+        sim = sims[parts] = _simulate(cm, parts)
+    latency, energy, period, bytes_sent, rows, bottleneck = sim
+    return Plan(
+        strategy=strategy, objective=objective, mode=mode, parts=parts, source=cm.source,
+        latency_s=latency, energy_j=energy["total_j"], throughput_ips=1.0 / period if period > 0 else float("inf"),
+        bytes_sent=bytes_sent, stages=[dict(r) for r in rows],
+        energy={k: dict(v) if isinstance(v, dict) else v for k, v in energy.items()}, bottleneck=bottleneck,
+        reason=reason, model=cm.graph.name, cluster=cm.cluster.name,
+    )
+
+
+def _simulate(cm: CostModel, parts: tuple[Part, ...]) -> tuple[float, dict[str, Any], float, int,
+                                                              list[dict[str, Any]], str]:
+    """List-schedule one request: (latency, energy breakdown, period, bytes sent, stage rows, bottleneck)."""
+    from dnninfer.partition.tilecache import costs
+
+    c = costs(cm)
     stages, returns = build_stages(cm, parts)
     src_node = cm.source
     pu_free: dict[tuple[str, str], float] = defaultdict(float)
@@ -238,11 +296,11 @@ def evaluate(cm: CostModel, parts: Sequence[Part], *, strategy: str, objective: 
         if a == b or nbytes <= 0:
             return ready
         start = max(ready, radio_free[a])
-        ser = cm.serial_s(a, b, nbytes)
+        ser = c.serial_s(a, b, nbytes)
         radio_free[a] = start + ser
         radio_busy[a] += ser
         transfers.append((a, b, nbytes))
-        return start + cm.transfer_s(a, b, nbytes) + cm.hop_s
+        return start + c.transfer_s(a, b, nbytes) + cm.hop_s
 
     # One message per (producer, destination node): the PUs of a node share what it receives.
     batch: dict[tuple[int, str], float] = defaultdict(float)
@@ -289,12 +347,7 @@ def evaluate(cm: CostModel, parts: Sequence[Part], *, strategy: str, objective: 
     else:
         bottleneck, period = f"compute on {busiest[0][0]}/{busiest[0][1]}", busiest[1]
     energy = _energy(cm, stages, latency, transfers)
-    return Plan(
-        strategy=strategy, objective=objective, mode=mode, parts=tuple(parts), source=src_node,
-        latency_s=latency, energy_j=energy["total_j"], throughput_ips=1.0 / period if period > 0 else float("inf"),
-        bytes_sent=int(sum(t[2] for t in transfers)), stages=rows, energy=energy, bottleneck=bottleneck,
-        reason=reason, model=cm.graph.name, cluster=cm.cluster.name,
-    )
+    return latency, energy, period, int(sum(t[2] for t in transfers)), rows, bottleneck
 
 
 def _energy(cm: CostModel, stages: Sequence[SimStage], wall: float,

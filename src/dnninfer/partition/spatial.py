@@ -56,7 +56,7 @@ def cut_candidates(cm: CostModel, limit: int = 4) -> list[int]:
 
 def tile_rows(cm: CostModel, nodes: Sequence[str]) -> int:
     """Rows of the region's first exit tensor: the most tiles it can be cut into."""
-    from dnninfer.partition.tiles import tile_cost
+    from dnninfer.partition.tilecache import tile_cost
 
     return sum(hi - lo for lo, hi in tile_cost(cm.graph, nodes, (1.0,)).rows)
 
@@ -64,17 +64,18 @@ def tile_rows(cm: CostModel, nodes: Sequence[str]) -> int:
 def balance(cm: CostModel, nodes: Sequence[str], targets: Sequence[Target], src: str, dst: str,
             iters: int = 8) -> tuple[float, ...]:
     """Shares of the rows for each target so that all tiles finish together (None if too few rows)."""
-    from dnninfer.partition.tiles import tile_cost
+    from dnninfer.partition.tilecache import costs, tile_cost
 
     if len(targets) == 1:
         return (1.0,)
+    c = costs(cm)
     shares = [cm.rate(t, "conv") for t in targets]
     total = sum(shares)
     shares = [s / total for s in shares]
     for _ in range(iters):
         tc = tile_cost(cm.graph, nodes, shares)
-        finish = [cm.transfer_s(src, t.node, tc.in_bytes[i]) + cm.seconds(nodes, t, tc.node_fraction[i])
-                  + cm.transfer_s(t.node, dst, tc.out_bytes[i]) for i, t in enumerate(targets)]
+        finish = [c.transfer_s(src, t.node, tc.in_bytes[i]) + c.tile_seconds(nodes, t, tc.node_fraction[i])
+                  + c.transfer_s(t.node, dst, tc.out_bytes[i]) for i, t in enumerate(targets)]
         mean = sum(finish) / len(finish)
         if max(finish) - min(finish) < 1e-3 * mean:
             break

@@ -14,6 +14,13 @@ Two parts, one run:
    M = the test set) and larger GEMV/GEMM shapes (ResNet-like, from the research report §5) whose
    weights are drawn at the densities the trained models reached in this run. Speedups are ratios
    of medians in the same run, median over shapes.
+3. **Across datasets and architectures (issue 20).** ``study.py``: signed vs binary on digits and
+   MNIST-1D, MLP and the residual conv net (2-D on digits, 1-D on MNIST-1D), under one policy
+   (``POLICY``: the first layer, which reads the raw input, kept FP32, as PLUM keeps its stem), paired
+   seeds, the matched pair's paired difference with a bootstrap CI. The full run adds the ablations
+   on the MLPs (``ABLATIONS``: what makes signed lose on MNIST-1D).
+4. **Speedup vs density.** One shape (a 64->64 3x3 conv as im2col: K = 576, N = 64) with signed and
+   ternary weights drawn at each density, against binary and fp32 BLAS on the same activations.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import numpy as np
 from dnninfer.bench.output import make_progress
 from dnninfer.bench.registry import BenchArgs, register_system
 from dnninfer.quant.report import CLAIMS, plots, report_section
+from dnninfer.quant.study import ABLATIONS, add_study, run_study
 
 PAPER = {
     "density_reduction_vs_binary": 2.8,
@@ -42,14 +50,25 @@ PAPER = {
               "Speed measured with SumMerge (ICS 2021) on real CPUs.",
 }
 METHODS = ("fp32", "binary", "ternary", "signed")
-QUICK: dict[str, Any] = {"widths": (0.5, 1.25), "seeds": 8, "epochs": 12, "kernel_width": 1.25,
-                         "shapes": ((1, 1152, 128), (32, 576, 64)), "warmup": 3, "repeats": 15}
+QUICK: dict[str, Any] = {"widths": (0.5, 1.25), "seeds": 4, "epochs": 12, "kernel_width": 1.25,
+                         "shapes": ((1, 1152, 128), (32, 576, 64)), "warmup": 3, "repeats": 15,
+                         "study_seeds": 3, "study_epochs": 4, "study_widths": {"signed": (1.5,), "binary": (1.0,)},
+                         "subset": 1000, "ablations": (),
+                         "curve_shape": (196, 576, 64), "densities": (0.1, 0.2, 0.335, 0.5), "curve_repeats": 7}
 #: --smoke: both widths (a matched pair), 2 paired seeds, every kernel on the trained layer + one synthetic shape.
 SMOKE: dict[str, Any] = {"widths": (0.5, 1.25), "seeds": 2, "epochs": 2, "kernel_width": 1.25,
-                         "shapes": ((1, 1152, 128),), "warmup": 1, "repeats": 3}
+                         "shapes": ((1, 1152, 128),), "warmup": 1, "repeats": 3,
+                         "study_seeds": 2, "study_epochs": 1, "study_widths": {"signed": (1.5,), "binary": (1.0,)},
+                         "subset": 300, "ablations": (),
+                         "curve_shape": (16, 576, 64), "densities": (0.2, 0.5), "curve_repeats": 3}
 FULL: dict[str, Any] = {"widths": (0.5, 0.75, 1.0, 1.5, 2.0, 3.0), "seeds": 10, "epochs": 60, "kernel_width": 3.0,
                         "shapes": ((1, 2304, 256), (1, 4608, 512), (64, 2304, 256), (196, 1152, 128)),
-                        "warmup": 5, "repeats": 31}
+                        "warmup": 5, "repeats": 31,
+                        "study_seeds": 10, "study_epochs": 30,
+                        "study_widths": {"signed": (1.0, 1.5, 2.0, 2.5), "binary": (0.75, 1.0, 1.5)},
+                        "subset": None, "ablations": ABLATIONS,
+                        "curve_shape": (3136, 576, 64), "densities": (0.05, 0.1, 0.2, 0.335, 0.476, 0.6, 0.8),
+                        "curve_repeats": 15}
 
 
 def _add_arguments(p: Any) -> None:
@@ -67,7 +86,7 @@ def bench_signed_binary(args: BenchArgs) -> dict[str, Any]:
     from threadpoolctl import threadpool_limits
 
     from dnninfer.env import pinned_threads
-    from dnninfer.quant.speed import time_kernels
+    from dnninfer.quant.speed import density_curve, time_kernels
 
     cfg = dict(args.pick(FULL, QUICK, SMOKE))
     cfg["widths"] = tuple(args.get("widths") or cfg["widths"])
@@ -83,7 +102,13 @@ def bench_signed_binary(args: BenchArgs) -> dict[str, Any]:
         trained, x_test = _trained_first_layers(models, cfg["kernel_width"])
         kernel_rows = time_kernels(trained, x_test, runs, shapes=cfg["shapes"], warmup=cfg["warmup"],
                                    repeats=cfg["repeats"], seed=seeds[0])
+        study = run_study(cfg, args.seed)
+        trained_density = statistics.fmean(r["density"] for r in runs if r["method"] == "signed")
+        densities = sorted({*cfg["densities"], round(trained_density, 3)})
+        curve_rows = density_curve(cfg["curve_shape"], densities, warmup=cfg["warmup"],
+                                   repeats=cfg["curve_repeats"], seed=seeds[0])
     result = _summarise(cfg, seeds, runs, kernel_rows, deploy_err)
+    add_study(result, study, curve_rows, trained_density, cfg)
     if args.out:
         plots(result, Path(args.out))
     return result

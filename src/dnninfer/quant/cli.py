@@ -23,7 +23,7 @@ def add_commands(sub: Any) -> None:
     t.add_argument("--method", required=True, help=f"weight quantiser: {', '.join(METHODS)}")
     t.add_argument("--width", type=at.bounded_float(1e-3, 64.0), default=1.0,
                    help="width multiplier (MLP: 16 x width hidden units)")
-    t.add_argument("--arch", default="mlp", help="mlp or cnn")
+    t.add_argument("--arch", default="mlp", help="mlp, cnn or resnet (conv nets are 1-D on mnist1d)")
     t.add_argument("--epochs", type=at.positive_int, default=30)
     t.add_argument("--seed", type=at.seed, default=0)
     t.add_argument("--batch-size", type=at.positive_int, default=64)

@@ -1,6 +1,6 @@
 """``deploy(model)``: run a quantised ``nn.Sequential`` on the add-only kernels (NumPy + numba).
 
-Each Conv2d/Linear (quantised or not) is packed (``kernels.pack``) and lowered to its method's kernel;
+Each Conv1d/Conv2d/Linear (quantised or not) is packed (``kernels.pack``) and lowered to its method's kernel;
 a BatchNorm right after it is folded into the kernel's per-output ``scale``/``shift`` together
 with the bias, so a signed-binary layer costs nnz additions per output and one multiply-add.
 Convolutions run as im2col + GEMM (the kernels' ``[K, M]`` layout is built directly, K ordered
@@ -25,7 +25,9 @@ from dnninfer.errors import UserError
 from dnninfer.graph.ops import bn_scale_shift, folds_into
 from dnninfer.quant.calibrate import warn_if_nonfinite
 from dnninfer.quant.kernels import Kernel, PackedWeights, make_kernel, pack
-from dnninfer.quant.quantizers import QuantConv2d, QuantLinear
+from dnninfer.quant.quantizers import QuantConv1d, QuantConv2d, QuantLinear
+
+_QUANT = (QuantConv1d, QuantConv2d, QuantLinear)
 
 __all__ = ["DeployedModel", "deploy", "im2col_t"]
 
@@ -117,7 +119,7 @@ class DeployedModel:
 
 def _weight_and_method(layer: nn.Module) -> tuple[np.ndarray, str]:
     with torch.no_grad():
-        if isinstance(layer, QuantConv2d | QuantLinear):
+        if isinstance(layer, _QUANT):
             return layer.quantized_weight().float().numpy(), layer.method
         return layer.weight.float().numpy(), "fp32"
 
@@ -135,23 +137,32 @@ def _linear_op(name: str, layer: nn.Linear, bn: nn.Module | None, kind: str | No
     return _Op(name, "linear", run, kernel, p)
 
 
-def _conv_op(name: str, layer: nn.Conv2d, bn: nn.Module | None, kind: str | None) -> _Op:
-    if layer.groups != 1 or layer.dilation != (1, 1) or layer.padding_mode != "zeros" or isinstance(layer.padding, str):
+def _conv_op(name: str, layer: nn.Conv1d | nn.Conv2d, bn: nn.Module | None, kind: str | None) -> _Op:
+    """A Conv2d, or a Conv1d run as a Conv2d of height 1 (kernel ``(1, k)``: same K order)."""
+    one_d = isinstance(layer, nn.Conv1d)
+    if (layer.groups != 1 or any(d != 1 for d in layer.dilation) or layer.padding_mode != "zeros"
+            or isinstance(layer.padding, str)):
         raise UserError(f"deploy: {name}: only groups=1, dilation=1, numeric zero padding are supported")
     w, method = _weight_and_method(layer)
     p = pack(w, method)
     kernel = make_kernel(p, *_fold(layer, bn), kind=kind if method != "fp32" else None)
-    kh, kw = layer.kernel_size
-    stride, padding = tuple(layer.stride), tuple(layer.padding)
+    if one_d:
+        kh, kw, stride, padding = 1, layer.kernel_size[0], (1, layer.stride[0]), (0, layer.padding[0])
+    else:
+        (kh, kw), stride, padding = layer.kernel_size, tuple(layer.stride), tuple(layer.padding)
     n = layer.out_channels
 
     def run(x: np.ndarray) -> np.ndarray:
-        cols, oh, ow = im2col_t(x, kh, kw, stride, padding)  # type: ignore[arg-type]
+        if x.ndim != (3 if one_d else 4):
+            raise UserError(f"deploy: {name} ({type(layer).__name__}) got an input of shape {x.shape}")
+        x4 = x[:, :, None, :] if one_d else x
+        cols, oh, ow = im2col_t(x4, kh, kw, stride, padding)  # type: ignore[arg-type]
         out = np.empty((n, cols.shape[1]), np.float32)
         kernel.run_t(cols, out)
-        return np.ascontiguousarray(out.reshape(n, x.shape[0], oh, ow).transpose(1, 0, 2, 3))
+        y = out.reshape(n, x.shape[0], oh, ow).transpose(1, 0, 2, 3)
+        return np.ascontiguousarray(y[:, :, 0, :] if one_d else y)
 
-    return _Op(name, "conv2d", run, kernel, p)
+    return _Op(name, "conv1d" if one_d else "conv2d", run, kernel, p)
 
 
 def _bn_op(name: str, bn: nn.Module) -> _Op:
@@ -168,16 +179,31 @@ def _bn_op(name: str, bn: nn.Module) -> _Op:
 
 
 def _gap(x: np.ndarray) -> np.ndarray:
-    return x.mean(axis=(2, 3), keepdims=True)
+    return x.mean(axis=tuple(range(2, x.ndim)), keepdims=True)
 
 
-def deploy(model: nn.Module, *, kernels: dict[str, str] | None = None) -> DeployedModel:
+def _flatten_op(name: str, m: nn.Flatten) -> _Op:
+    """``Flatten(1)``, or ``Flatten(1, 2)`` (an (N, 1, 1, L) signal to the (N, 1, L) a Conv1d takes)."""
+    if (m.start_dim, m.end_dim) == (1, -1):
+        return _Op(name, "flatten", lambda x: x.reshape(x.shape[0], -1))
+    if (m.start_dim, m.end_dim) == (1, 2):
+        return _Op(name, "flatten", lambda x: x.reshape(x.shape[0], x.shape[1] * x.shape[2], *x.shape[3:]))
+    raise UserError(f"deploy: {name}: only Flatten(1) and Flatten(1, 2) are supported")
+
+
+def deploy(model: nn.Module, *, kernels: dict[str, str] | None = None, example_inputs: Any = None) -> Any:
     """Lower an ``nn.Sequential`` (possibly nested) of supported layers to the add-only kernels.
 
     ``kernels`` maps a method to a kernel variant (e.g. ``{"binary": "dense_pm1"}``); by default each
     method uses its own (``kernels.DEFAULT_KERNEL``). The model is read in eval mode (BatchNorm
-    running statistics) and not modified.
+    running statistics) and not modified. Any other network (residuals, branches) or one with grouped
+    or depthwise convolutions goes through its captured Graph instead (``graph_deploy.deploy_graph``,
+    captured on ``example_inputs`` or at the first call).
     """
+    from dnninfer.quant.graph_deploy import deploy_graph, needs_graph_deploy
+
+    if needs_graph_deploy(model):
+        return deploy_graph(model, example_inputs, kernels=kernels)
     if not isinstance(model, nn.Sequential):
         raise UserError(f"deploy: expected an nn.Sequential of Conv2d/Linear/BatchNorm/ReLU/Flatten/pooling, "
                         f"got {type(model).__name__}")
@@ -188,9 +214,9 @@ def deploy(model: nn.Module, *, kernels: dict[str, str] | None = None) -> Deploy
     while i < len(mods):
         name, m = mods[i]
         nxt = mods[i + 1][1] if i + 1 < len(mods) else None
-        if isinstance(m, nn.Linear | nn.Conv2d):
+        if isinstance(m, nn.Linear | nn.Conv1d | nn.Conv2d):
             bn = nxt if nxt is not None and folds_into(m, nxt) else None
-            method = m.method if isinstance(m, QuantConv2d | QuantLinear) else "fp32"
+            method = m.method if isinstance(m, _QUANT) else "fp32"
             make = _linear_op if isinstance(m, nn.Linear) else _conv_op
             ops.append(make(name, m, bn, kernels.get(method)))  # type: ignore[arg-type]
             i += 2 if bn is not None else 1
@@ -200,15 +226,13 @@ def deploy(model: nn.Module, *, kernels: dict[str, str] | None = None) -> Deploy
         elif isinstance(m, nn.ReLU):
             ops.append(_Op(name, "relu", lambda x: np.maximum(x, 0.0)))
         elif isinstance(m, nn.Flatten):
-            if m.start_dim != 1 or m.end_dim != -1:
-                raise UserError(f"deploy: {name}: only Flatten(start_dim=1) is supported")
-            ops.append(_Op(name, "flatten", lambda x: x.reshape(x.shape[0], -1)))
-        elif isinstance(m, nn.AdaptiveAvgPool2d):
-            if m.output_size not in (1, (1, 1)):
-                raise UserError(f"deploy: {name}: only AdaptiveAvgPool2d(1) (global average pooling) is supported")
+            ops.append(_flatten_op(name, m))
+        elif isinstance(m, nn.AdaptiveAvgPool1d | nn.AdaptiveAvgPool2d):
+            if m.output_size not in (1, (1,), (1, 1)):
+                raise UserError(f"deploy: {name}: only AdaptiveAvgPool1d/2d(1) (global average pooling) is supported")
             ops.append(_Op(name, "gap", _gap))
         elif not isinstance(m, _PASS):
             raise UserError(f"deploy: layer {name} ({type(m).__name__}) is not supported; expected Conv2d, Linear, "
-                            "BatchNorm, ReLU, Flatten, AdaptiveAvgPool2d(1), Identity or Dropout")
+                            "BatchNorm, ReLU, Flatten, AdaptiveAvgPool1d/2d(1), Identity or Dropout")
         i += 1
     return DeployedModel(ops)

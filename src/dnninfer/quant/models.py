@@ -1,6 +1,6 @@
-"""Small models for 8x8 digits (and any NCHW image), with a width multiplier.
+"""Small models for 8x8 digits (and any NCHW image, or an (N, 1, 1, L) signal), with a width multiplier.
 
-Both are plain ``nn.Sequential`` stacks of Conv2d/Linear, BatchNorm, ReLU, Flatten and global
+``mlp`` and ``cnn`` are plain ``nn.Sequential`` stacks of Conv2d/Linear, BatchNorm, ReLU, Flatten and global
 average pooling, so ``quantize`` can swap their layers and ``deploy`` can lower them to kernels.
 BatchNorm follows every hidden layer: signed binary has no learned scale (PLUM §2.1) and relies on
 it to set the magnitude.
@@ -10,6 +10,13 @@ it to set the magnitude.
   layer is quantised and the last kept FP.
 * ``cnn``: ``conv3x3(1, c) -> conv3x3(c, 2c, s2) -> conv3x3(2c, 2c) -> GAP -> Linear(2c, 10)``, each
   conv followed by BN and ReLU, ``c = round(8 * width)``.
+* ``resnet``: a conv net with residuals (He et al. 2016 basic blocks):
+  ``stem conv3x3(1, c) -> block(c, c) -> block(c, 2c, s2) -> GAP -> Linear(2c, 10)``, a block being
+  ``relu(bn(conv(relu(bn(conv(x))))) + shortcut(x))`` with a 1x1 conv + BN shortcut when the shape
+  changes. Not an ``nn.Sequential`` chain at block level, so the Sequential ``deploy`` refuses it.
+
+Inputs of shape (C, 1, L) (MNIST-1D) get the 1-D twins: ``Flatten(1, 2)`` to (N, C, L), then Conv1d,
+BatchNorm1d and AdaptiveAvgPool1d (``dims=1``).
 """
 
 from __future__ import annotations
@@ -18,9 +25,9 @@ from torch import nn
 
 from dnninfer.errors import expected
 
-__all__ = ["ARCHS", "build_model", "cnn", "hidden_units", "mlp"]
+__all__ = ["ARCHS", "BasicBlock", "build_model", "cnn", "hidden_units", "mlp", "resnet"]
 
-ARCHS = ("mlp", "cnn")
+ARCHS = ("mlp", "cnn", "resnet")
 MLP_BASE = 16
 CNN_BASE = 8
 
@@ -43,24 +50,72 @@ def mlp(width: float = 1.0, in_features: int = 64, num_classes: int = 10) -> nn.
     )
 
 
-def cnn(width: float = 1.0, in_channels: int = 1, num_classes: int = 10) -> nn.Sequential:
+def _layers(dims: int) -> tuple[type[nn.Module], type[nn.Module], type[nn.Module]]:
+    if dims == 1:
+        return nn.Conv1d, nn.BatchNorm1d, nn.AdaptiveAvgPool1d
+    if dims == 2:
+        return nn.Conv2d, nn.BatchNorm2d, nn.AdaptiveAvgPool2d
+    raise expected("conv dimensionality", "1 or 2", dims)
+
+
+def _to_signal(dims: int) -> list[nn.Module]:
+    return [nn.Flatten(1, 2)] if dims == 1 else []
+
+
+def cnn(width: float = 1.0, in_channels: int = 1, num_classes: int = 10, dims: int = 2) -> nn.Sequential:
+    conv, bn, gap = _layers(dims)
     c = hidden_units("cnn", width)
     return nn.Sequential(
-        nn.Conv2d(in_channels, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(),
-        nn.Conv2d(c, 2 * c, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(2 * c), nn.ReLU(),
-        nn.Conv2d(2 * c, 2 * c, 3, padding=1, bias=False), nn.BatchNorm2d(2 * c), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        *_to_signal(dims),
+        conv(in_channels, c, 3, padding=1, bias=False), bn(c), nn.ReLU(),
+        conv(c, 2 * c, 3, stride=2, padding=1, bias=False), bn(2 * c), nn.ReLU(),
+        conv(2 * c, 2 * c, 3, padding=1, bias=False), bn(2 * c), nn.ReLU(),
+        gap(1), nn.Flatten(),
+        nn.Linear(2 * c, num_classes),
+    )
+
+
+class BasicBlock(nn.Module):
+    """``relu(bn(conv(relu(bn(conv(x))))) + shortcut(x))``; 1x1 conv + BN shortcut when the shape changes."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1, dims: int = 2) -> None:
+        super().__init__()
+        conv, bn, _ = _layers(dims)
+        self.conv1, self.bn1 = conv(cin, cout, 3, stride=stride, padding=1, bias=False), bn(cout)
+        self.conv2, self.bn2 = conv(cout, cout, 3, padding=1, bias=False), bn(cout)
+        self.relu = nn.ReLU()
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(conv(cin, cout, 1, stride=stride, bias=False), bn(cout))
+
+    def forward(self, x):  # type: ignore[no-untyped-def]
+        y = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(y)) + self.shortcut(x))
+
+
+def resnet(width: float = 1.0, in_channels: int = 1, num_classes: int = 10, dims: int = 2) -> nn.Sequential:
+    conv, bn, gap = _layers(dims)
+    c = hidden_units("cnn", width)
+    return nn.Sequential(
+        *_to_signal(dims),
+        conv(in_channels, c, 3, padding=1, bias=False), bn(c), nn.ReLU(),
+        BasicBlock(c, c, 1, dims), BasicBlock(c, 2 * c, 2, dims),
+        gap(1), nn.Flatten(),
         nn.Linear(2 * c, num_classes),
     )
 
 
 def build_model(arch: str, width: float, image_shape: tuple[int, ...] = (1, 8, 8), num_classes: int = 10) -> nn.Module:
-    """``mlp`` or ``cnn`` for images of ``image_shape`` (C, H, W)."""
+    """``mlp``, ``cnn`` or ``resnet`` for images of ``image_shape`` (C, H, W); H = 1 (a signal) builds
+    the 1-D conv nets."""
     if arch == "mlp":
         n = 1
         for d in image_shape:
             n *= d
         return mlp(width, n, num_classes)
+    dims = 1 if len(image_shape) == 3 and image_shape[1] == 1 else 2
     if arch == "cnn":
-        return cnn(width, image_shape[0], num_classes)
+        return cnn(width, image_shape[0], num_classes, dims)
+    if arch == "resnet":
+        return resnet(width, image_shape[0], num_classes, dims)
     raise expected("architecture", f"one of {', '.join(ARCHS)}", arch)

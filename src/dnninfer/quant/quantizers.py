@@ -17,6 +17,7 @@ or one output row of a linear weight ``[out_features, in_features]`` (dim 0 in b
   L2-optimal magnitude for the fixed mask and sign). With the constant 1 a pretrained or freshly
   initialised deep model (ResNet-18) overflows to inf/NaN: every layer multiplies the activation
   scale by about its fan-in non-zeros, and BatchNorm's recorded statistics cannot absorb it.
+  ``signed_delta`` (default 0.05) replaces the 0.05 for ablations (docs/signed_binary.md).
 * ``fp32``: identity (used so that every method swaps the same layers and counts the same weights).
 
 Backward (all methods, as PLUM's ``STESign.backward``): the clipped straight-through estimator
@@ -41,6 +42,7 @@ __all__ = [
     "METHODS",
     "SIGNED_SCALES",
     "BinaryQuant",
+    "QuantConv1d",
     "QuantConv2d",
     "QuantLinear",
     "SignedBinaryQuant",
@@ -92,9 +94,9 @@ def _ternary(w: torch.Tensor) -> torch.Tensor:
     return (alpha * torch.sign(flat) * mask).reshape(w.shape)
 
 
-def _signed(w: torch.Tensor, scale: ScaleSpec = 1.0) -> torch.Tensor:
+def _signed(w: torch.Tensor, scale: ScaleSpec = 1.0, rel_delta: float = SIGNED_DELTA) -> torch.Tensor:
     flat = _flat(w)
-    delta = SIGNED_DELTA * flat.abs().max(1, keepdim=True).values
+    delta = rel_delta * flat.abs().max(1, keepdim=True).values
     s = filter_signs(flat.shape[0], dtype=w.dtype, device=w.device)[:, None]
     keep = (s * flat >= delta).to(w.dtype)  # first half: W >= delta; second half: W <= -delta
     if isinstance(scale, str):  # "mean": per-filter mean |W| of the kept weights (0 for an empty filter)
@@ -143,12 +145,13 @@ class TernaryQuant(_ClippedSTE):
 class SignedBinaryQuant(_ClippedSTE):
     """Signed binary (PLUM §2.1): ``{0,+1}`` first half of filters, ``{0,-1}`` the rest, times
     ``scale`` (the official code's constant 1, or ``"mean"``: per-filter mean of the kept ``|W|``);
-    clipped STE as ``STESign.backward``. ``apply(w, scale=1.0)``."""
+    clipped STE as ``STESign.backward``. ``apply(w, scale=1.0, rel_delta=0.05)``."""
 
     forward = staticmethod(_signed)
 
 
-def quantize_weight(w: torch.Tensor, method: str, *, signed_scale: ScaleSpec = 1.0) -> torch.Tensor:
+def quantize_weight(w: torch.Tensor, method: str, *, signed_scale: ScaleSpec = 1.0,
+                    signed_delta: float = SIGNED_DELTA) -> torch.Tensor:
     """The quantised weight (differentiable through the STE) for ``method``."""
     if method == "fp32":
         return w
@@ -157,7 +160,7 @@ def quantize_weight(w: torch.Tensor, method: str, *, signed_scale: ScaleSpec = 1
     if method == "ternary":
         return TernaryQuant.apply(w)
     if method == "signed":
-        return SignedBinaryQuant.apply(w, signed_scale)
+        return SignedBinaryQuant.apply(w, signed_scale, signed_delta)
     raise expected("quantisation method", f"one of {', '.join(METHODS)}", method)
 
 
@@ -166,13 +169,17 @@ class _QuantMixin:
 
     method: str
     signed_scale: ScaleSpec
+    signed_delta: float = SIGNED_DELTA
     weight: torch.Tensor
 
     def quantized_weight(self) -> torch.Tensor:
-        return quantize_weight(self.weight, self.method, signed_scale=self.signed_scale)
+        return quantize_weight(self.weight, self.method, signed_scale=self.signed_scale,
+                               signed_delta=self.signed_delta)
 
     def extra_repr(self) -> str:  # type: ignore[misc]
         scale = f", signed_scale={self.signed_scale!r}" if self.method == "signed" else ""
+        if self.method == "signed" and self.signed_delta != SIGNED_DELTA:
+            scale += f", signed_delta={self.signed_delta!r}"
         return f"{super().extra_repr()}, method={self.method}{scale}"  # type: ignore[misc]
 
 
@@ -188,6 +195,17 @@ class QuantLinear(_QuantMixin, nn.Linear):
         return F.linear(x, self.quantized_weight(), self.bias)
 
 
+class QuantConv1d(_QuantMixin, nn.Conv1d):
+    """``nn.Conv1d`` whose forward uses the quantised weight (filter = output channel)."""
+
+    def __init__(self, *args: Any, method: str = "signed", signed_scale: ScaleSpec = 1.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.method, self.signed_scale = method, signed_scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.quantized_weight(), self.bias)
+
+
 class QuantConv2d(_QuantMixin, nn.Conv2d):
     """``nn.Conv2d`` whose forward uses the quantised weight (filter = output channel)."""
 
@@ -199,9 +217,10 @@ class QuantConv2d(_QuantMixin, nn.Conv2d):
         return self._conv_forward(x, self.quantized_weight(), self.bias)
 
 
-def _swap(layer: nn.Module, method: str, signed_scale: ScaleSpec) -> nn.Module:
-    if isinstance(layer, nn.Conv2d):
-        new: nn.Module = QuantConv2d(layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
+def _swap(layer: nn.Module, method: str, signed_scale: ScaleSpec, signed_delta: float = SIGNED_DELTA) -> nn.Module:
+    if isinstance(layer, nn.Conv1d | nn.Conv2d):
+        cls = QuantConv1d if isinstance(layer, nn.Conv1d) else QuantConv2d
+        new: nn.Module = cls(layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
                                      padding=layer.padding, dilation=layer.dilation, groups=layer.groups,
                                      bias=layer.bias is not None, padding_mode=layer.padding_mode, method=method,
                                      signed_scale=signed_scale)
@@ -209,6 +228,7 @@ def _swap(layer: nn.Module, method: str, signed_scale: ScaleSpec) -> nn.Module:
         assert isinstance(layer, nn.Linear)
         new = QuantLinear(layer.in_features, layer.out_features, bias=layer.bias is not None, method=method,
                           signed_scale=signed_scale)
+    new.signed_delta = signed_delta
     new.load_state_dict(layer.state_dict())
     return new.to(layer.weight.device, layer.weight.dtype)
 
@@ -220,21 +240,22 @@ def _policy(name: str, value: str) -> str:
 
 
 def quantize(model: nn.Module, method: str, first_last: str = "fp32", *, first: str | None = None,
-             last: str | None = None, signed_scale: ScaleSpec = "mean", calibrate: Any = None,
-             example_inputs: Any = None, filter_fn: FilterFn | None = None) -> nn.Module:
-    """A deep copy of ``model`` with its Conv2d/Linear layers swapped for quantised ones.
+             last: str | None = None, signed_scale: ScaleSpec = "mean", signed_delta: float = SIGNED_DELTA,
+             calibrate: Any = None, example_inputs: Any = None, filter_fn: FilterFn | None = None) -> nn.Module:
+    """A deep copy of ``model`` with its Conv1d/Conv2d/Linear layers swapped for quantised ones.
 
     ``first_last`` is the policy for the first and last such layer (in ``named_modules`` order):
     ``"fp32"`` keeps them full precision (PLUM keeps the stem and the classifier FP), ``"quantize"``
     quantises them too; ``first``/``last`` override it for one end. ``filter_fn(module, fqn)``
     restricts the candidates (first and last then mean among those accepted). Every other layer is swapped for a
-    ``QuantConv2d``/``QuantLinear`` with ``method`` (also for ``fp32``, whose quantiser is the
+    ``QuantConv1d``/``QuantConv2d``/``QuantLinear`` with ``method`` (also for ``fp32``, whose quantiser is the
     identity, so that all methods count the same weights). The copy trains like any nn.Module.
 
     A quantised model must be usable as it comes out, not only after QAT:
 
     * ``signed_scale="mean"`` (default) derives each signed filter's scale from its weights; ``1.0``
-      is PLUM's constant (right for QAT with BatchNorm, wrong for a pretrained deep model).
+      is PLUM's constant (right for QAT with BatchNorm, wrong for a pretrained deep model);
+      ``signed_delta`` the relative threshold (PLUM's 0.05 x max|W_f|).
     * ``calibrate``: input batches (a tensor, or an iterable of tensors / tuples of inputs) on which
       the BatchNorm running statistics are reset and re-estimated (``calibrate.calibrate_bn``), since
       the recorded ones describe the full-precision weights.
@@ -248,18 +269,21 @@ def quantize(model: nn.Module, method: str, first_last: str = "fp32", *, first: 
     policy_first = _policy("first layer policy", first or first_last)
     policy_last = _policy("last layer policy", last or first_last)
     signed_scale = check_signed_scale(signed_scale)
+    if not 0.0 <= signed_delta < 1.0:
+        raise expected("signed-binary threshold", "a fraction of max|W_f| in [0, 1)", signed_delta)
     calls = _batches(calibrate, "quantize calibrate") if calibrate is not None else None
     model = copy.deepcopy(model)
-    names = candidates(model, (nn.Conv2d, nn.Linear), filter_fn)
+    names = candidates(model, (nn.Conv1d, nn.Conv2d, nn.Linear), filter_fn)
     if not names:
-        what = "at least one nn.Conv2d or nn.Linear layer" + (" that filter_fn accepts" if filter_fn else "")
+        what = "at least one nn.Conv1d, nn.Conv2d or nn.Linear layer" + (" that filter_fn accepts" if filter_fn else "")
         raise expected("model", what, type(model).__name__)
     keep = set()
     if policy_first == "fp32":
         keep.add(names[0])
     if policy_last == "fp32":
         keep.add(names[-1])
-    model = swap_modules(model, [n for n in names if n not in keep], lambda m: _swap(m, method, signed_scale))
+    model = swap_modules(model, [n for n in names if n not in keep],
+                         lambda m: _swap(m, method, signed_scale, signed_delta))
     if calls is not None:
         calibrate_bn(model, calls)
         if example_inputs is None:
@@ -273,7 +297,7 @@ def quantize(model: nn.Module, method: str, first_last: str = "fp32", *, first: 
 
 def quant_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The quantised layers of a model, in order."""
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, QuantConv2d | QuantLinear)]
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, QuantConv1d | QuantConv2d | QuantLinear)]
 
 
 @torch.no_grad()
@@ -292,7 +316,7 @@ def weight_stats(model: nn.Module) -> dict[str, Any]:
                                                               for r in _flat(q)))})
     nnz = sum(r["nnz"] for r in layers)
     weights = sum(r["weights"] for r in layers)
-    fp = [m for m in model.modules() if type(m) in (nn.Conv2d, nn.Linear)]
+    fp = [m for m in model.modules() if type(m) in (nn.Conv1d, nn.Conv2d, nn.Linear)]
     fp_weights = sum(m.weight.numel() for m in fp)
     fp_nnz = sum(int((m.weight != 0).sum()) for m in fp)
     return {"nnz": nnz, "weights": weights, "density": nnz / weights if weights else float("nan"),

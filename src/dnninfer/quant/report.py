@@ -49,6 +49,16 @@ CLAIMS = (
     Claim("deployed numba model equals the trained model", ours="deploy_max_abs_err", target=1e-4, better="lower",
           fmt=".1e", note=lambda r: f"max |deploy - torch| on the test set; kernels max rel err "
                                     f"{lookup(r, 'kernel_max_rel_err'):.1e}"),
+    Claim("signed >= binary at matched nnz on digits and MNIST-1D, MLP and residual conv net",
+          "signed > binary", "signed_ge_binary_everywhere", target=True,
+          note=lambda r: "; ".join(f"{k} {100 * v['mean_diff']:+.1f} pts [{100 * v['ci95'][0]:+.1f}, "
+                                   f"{100 * v['ci95'][1]:+.1f}]" if v else f"{k} unmatched"
+                                   for k, v in (lookup(r, "signed_minus_binary_at_matched_nnz") or {}).items())
+          + f" (policy {lookup(r, 'signed_minus_binary_policy')})"),
+    Claim("kernel speedup vs binary at trained density", "1.26x", "kernel_speedup_vs_binary_at_trained_density",
+          target=1.26, fmt="x", note=lambda r: f"density curve shape {lookup(r, 'kernel_density_curve.shape_MxKxN')}"),
+    Claim("kernel speedup vs fp32 BLAS at trained density", ours="kernel_speedup_vs_fp32_blas_at_trained_density",
+          fmt="x"),
     Claim("ResNet-18 ImageNet top-1", "66.2%", note="not attempted: digits MLP only"),
 )
 
@@ -82,7 +92,52 @@ def plots(result: dict[str, Any], outdir: Path) -> Figures:
         ax.set(yscale="log", ylabel="median time (ms, log), 1 thread",
                title="Kernel time per method per shape (M x K x N)")
         ax.legend(fontsize=8, ncol=3)
+    _density_plot(figs, result)
+    _study_plot(figs, result)
     return figs
+
+
+def _density_plot(figs: Figures, result: dict[str, Any]) -> None:
+    """Each kernel's speed relative to fp32 BLAS (time_blas / time_kernel) against the signed/ternary density."""
+    rows = sorted((r for r in result["rows"] if r.get("kind") == "kernel_density"), key=lambda r: r["density"])
+    if not rows:
+        return
+    curve = result["ours"].get("kernel_density_curve", {})
+    with figs.plot("signed_binary_density.png", "Kernel speed relative to fp32 BLAS vs density, same shape "
+                   "and activations (1 thread, medians); dashed: the trained signed density.",
+                   figsize=(7, 4.5)) as (_, ax):
+        d = [r["density"] for r in rows]
+        for name in KERNEL_CASES:
+            ax.plot(d, [r["fp32_blas_ms"] / r[f"{name}_ms"] for r in rows], marker="o", label=name,
+                    color=_COLORS.get({"binary_2pos": "binary", "fp32_blas": "fp32"}.get(name, name)),
+                    linestyle=":" if name == "dense_pm1" else "-")
+        if curve.get("trained_density"):
+            ax.axvline(curve["trained_density"], color="k", linestyle="--", alpha=0.5)
+        ax.axhline(1.0, color="gray", linewidth=0.8)
+        ax.set(xlabel="density of signed / ternary weights (binary and fp32 are dense)",
+               ylabel="speed vs fp32 BLAS (x, higher = faster)",
+               title=f"Speedup vs density, M x K x N = {' x '.join(map(str, curve.get('shape_MxKxN', [])))}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+
+
+def _study_plot(figs: Figures, result: dict[str, Any]) -> None:
+    """Paired signed - binary difference with its 95 % CI per dataset/architecture/policy."""
+    study = result.get("study") or {}
+    items = [(k, v["summary"]) for k, v in study.items() if v["summary"].get("matched")]
+    if not items:
+        return
+    with figs.plot("signed_binary_study.png", "Signed - binary accuracy at matched non-zeros (paired seeds, "
+                   "bootstrap 95 % CI) per dataset / architecture / policy.", figsize=(7, 0.4 * len(items) + 1.5)) \
+            as (_, ax):
+        for i, (_k, s) in enumerate(items):
+            ax.errorbar([100 * s["mean_diff"]], [i], xerr=[[100 * (s["mean_diff"] - s["ci_lo"])],
+                                                           [100 * (s["ci_hi"] - s["mean_diff"])]],
+                        marker="o", capsize=3, color="tab:red" if s["mean_diff"] < 0 else "tab:blue")
+        ax.set_yticks(range(len(items)), [f"{k} (nnz x{s['nnz_ratio']:.2f})" for k, s in items], fontsize=8)
+        ax.axvline(0.0, color="k", linewidth=0.8)
+        ax.set(xlabel="signed - binary test accuracy (points)")
+        ax.grid(alpha=0.3, axis="x")
 
 
 def report_section(result: dict[str, Any], outdir: Path) -> ReportSection:

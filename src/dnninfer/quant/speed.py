@@ -21,7 +21,7 @@ from dnninfer.bench.stats import ratio_ci
 from dnninfer.graph.compare import max_abs_diff
 from dnninfer.quant.kernels import make_kernel, pack, reference_gemm
 
-__all__ = ["KERNEL_CASES", "synthetic_weights", "time_kernels", "time_shape"]
+__all__ = ["KERNEL_CASES", "density_curve", "synthetic_weights", "time_kernels", "time_shape"]
 
 KERNEL_CASES = ("fp32_blas", "dense_pm1", "binary_2pos", "ternary", "signed")
 #: which method's weights each kernel runs
@@ -110,5 +110,29 @@ def time_kernels(trained: Mapping[str, np.ndarray], x_test: np.ndarray, runs: Se
         task = bar.add_task("signed-binary: kernels", total=len(todo))
         for label, source, x, w in todo:
             rows.append(time_shape(label, source, x, w, warmup=warmup, repeats=repeats, seed=seed))
+            bar.advance(task)
+    return rows
+
+
+def density_curve(shape: tuple[int, int, int], densities: Sequence[float], *, warmup: int, repeats: int,
+                  seed: int) -> list[dict[str, Any]]:
+    """Kernel rows for one shape ``(M, K, N)`` with the signed and ternary weights drawn at each of
+    ``densities`` (binary is dense whatever the density; fp32 BLAS is the dense reference), so the
+    signed kernel's speedup over each rival can be read as a function of density. The same
+    activations and fp32/binary weights serve every density."""
+    rng = np.random.default_rng(seed)
+    m, k, n = shape
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    fixed = {"binary": synthetic_weights(n, k, "binary", 1.0, rng),
+             "fp32": rng.standard_normal((n, k)).astype(np.float32)}
+    rows = []
+    with make_progress() as bar:
+        task = bar.add_task("signed-binary: density curve", total=len(densities))
+        for d in densities:
+            w = {**fixed, "ternary": synthetic_weights(n, k, "ternary", d, rng),
+                 "signed": synthetic_weights(n, k, "signed", d, rng)}
+            row = time_shape(f"{m}x{k}x{n} @ {d:.3g}", "density_curve", x, w, warmup=warmup, repeats=repeats,
+                             seed=seed)
+            rows.append({**row, "kind": "kernel_density", "density": d})
             bar.advance(task)
     return rows

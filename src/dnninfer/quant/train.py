@@ -19,17 +19,25 @@ from dnninfer.bench.harness import pinned_threads
 from dnninfer.data import Split, fit, load_dataset
 from dnninfer.errors import expected
 from dnninfer.quant.models import ARCHS, build_model
-from dnninfer.quant.quantizers import METHODS, quantize, weight_stats
+from dnninfer.quant.quantizers import METHODS, SIGNED_DELTA, quantize, weight_stats
 
-__all__ = ["DEFAULT_POLICY", "TrainConfig", "TrainResult", "evaluate", "train"]
+__all__ = ["DEFAULT_POLICY", "INPUTS", "TrainConfig", "TrainResult", "evaluate", "train"]
 
 #: (first, last) layer policy per architecture: the MLP quantises its input layer (the report's
 #: discriminating setting), the CNN keeps its 1-channel stem FP like PLUM's ResNet stem.
-DEFAULT_POLICY = {"mlp": ("quantize", "fp32"), "cnn": ("fp32", "fp32")}
+DEFAULT_POLICY = {"mlp": ("quantize", "fp32"), "cnn": ("fp32", "fp32"), "resnet": ("fp32", "fp32")}
 #: QAT from scratch keeps the official code's constant signed-binary scale (``quantizer_sb``'s
 #: ``v1 = 1``): BatchNorm after every quantised layer learns the magnitude, and the bench reproduces
 #: PLUM. ``quantize``'s own default (``"mean"``) is for quantising an existing model.
 PLUM_SIGNED_SCALE = 1.0
+#: input preprocessing: as loaded, or centred per feature on the training set (an ablation:
+#: a {0, +1} filter sums its inputs, so a non-negative input pushes every signed pre-activation one way)
+INPUTS = ("raw", "centered")
+
+
+def _centered(split: Split) -> Split:
+    mean = split.train_x.mean(0, keepdim=True)
+    return Split(split.name, split.train_x - mean, split.train_y, split.test_x - mean, split.test_y)
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,9 @@ class TrainConfig:
     last: str | None = None
     dataset: str = "digits"
     data_dir: str | None = None
+    signed_scale: float | str = PLUM_SIGNED_SCALE  # ablation: "mean" derives it from the weights
+    signed_delta: float = SIGNED_DELTA  # ablation: PLUM's 0.05 x max|W_f|
+    inputs: str = "raw"  # "raw" or "centered": subtract the training set's per-feature mean
 
     def validate(self) -> None:
         if self.method not in METHODS:
@@ -55,6 +66,8 @@ class TrainConfig:
             raise expected("width", "a positive multiplier", self.width)
         if self.epochs < 1:
             raise expected("epochs", "an integer >= 1", self.epochs)
+        if self.inputs not in INPUTS:
+            raise expected("input preprocessing", f"one of {', '.join(INPUTS)}", self.inputs)
         if self.batch_size < 1:
             raise expected("batch size", "an integer >= 1", self.batch_size)
 
@@ -102,13 +115,16 @@ def train(cfg: TrainConfig, split: Split | None = None, *, progress: bool = True
     cfg.validate()
     if split is None:
         split = load_dataset(cfg.dataset, Path(cfg.data_dir) if cfg.data_dir else None, seed=cfg.seed)
+    if cfg.inputs == "centered":
+        split = _centered(split)
     first, last = _policy(cfg)
     cfg = replace(cfg, first=first, last=last)
     with pinned_threads(1):
         torch.manual_seed(cfg.seed)
         base = build_model(cfg.arch, cfg.width, split.image_shape, split.num_classes)
         # PLUM's recipe: constant signed scale 1, magnitude learned by the BatchNorm that follows
-        model = quantize(base, cfg.method, first=first, last=last, signed_scale=PLUM_SIGNED_SCALE)
+        model = quantize(base, cfg.method, first=first, last=last, signed_scale=cfg.signed_scale,
+                         signed_delta=cfg.signed_delta)
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         n = len(split.train_y)
         steps_per_epoch = (n + cfg.batch_size - 1) // cfg.batch_size

@@ -32,18 +32,19 @@ PAPER = {
 QUICK: dict[str, Any] = {
     "digits": {"epochs": 8}, "mnist1d": {"arch": "mlp", "epochs": 4, "limit": 2000},
     "noise_sigmas": (0.15, 0.2), "noise_epochs": 6, "redundant": (0, 2), "noise_seeds": 1, "exact_epochs": 2,
-    "workloads": ("resnet18", "bert_encoder"),
+    "workloads": ("resnet18", "bert_encoder"), "inverse": {"maxiter": 30, "popsize": 8, "pairs": True},
 }
 #: --smoke: 1 epoch per mode, a small MNIST-1D subset, one sigma with and without redundancy.
 SMOKE: dict[str, Any] = {
     "digits": {"epochs": 1}, "mnist1d": {"arch": "mlp", "epochs": 1, "limit": 300},
     "noise_sigmas": (0.2,), "noise_epochs": 1, "redundant": (0, 2), "noise_seeds": 1, "exact_epochs": 1,
-    "workloads": ("resnet18", "bert_encoder"),
+    "workloads": ("resnet18", "bert_encoder"), "inverse": {"maxiter": 8, "popsize": 5, "pairs": False},
 }
 FULL: dict[str, Any] = {
     "digits": {"epochs": 30}, "mnist1d": {"arch": "cnn", "epochs": 30, "limit": None},
     "noise_sigmas": (0.1, 0.15, 0.2, 0.25, 0.3), "noise_epochs": 15, "redundant": (0, 2, 3), "noise_seeds": 2,
     "exact_epochs": None, "workloads": ("resnet18", "resnet50", "vgg16", "bert_encoder"),
+    "inverse": {"maxiter": 300, "popsize": 12, "pairs": True},
     "extra_modes": {"mnist1d": {"fixed_point_analog_adc8": {"mode": "fixed_analog", "adc_bits": 8}}},
 }
 MODES = ("fp32", "rns", "fixed_analog", "fp8")
@@ -57,6 +58,7 @@ def _add_arguments(p: Any) -> None:
 @register_system("rns", description="Mirage: RNS + BFP training (FP32/BFP/fixed analog/FP8) and photonic cost model",
                  report_section=report_section, add_arguments=_add_arguments, headline=CLAIMS[0])
 def bench_rns(args: BenchArgs) -> dict[str, Any]:
+    from dnninfer.rns.inverse import inverse_calibration
     from dnninfer.rns.photonic import compare, sensitivity, workload
     from dnninfer.rns.train import train
     from dnninfer.rns.verify import gemm_bit_exact
@@ -110,6 +112,10 @@ def bench_rns(args: BenchArgs) -> dict[str, Any]:
                     "speedup_iso_area", "photonic_pj_per_mac", "sa_pj_per_mac"):
             ours[key] = model[key]
         ours["model_workloads"] = model["workloads"]
+        # inverse calibration: can cited-range constants reproduce the paper's three ratios at once?
+        inverse = inverse_calibration(loads, seed=seed, **cfg["inverse"])
+        ours["inverse_calibration_exists"] = inverse["exists"]
+        ours["inverse_calibration"] = inverse
         ours["model_reading"] = ("iso-energy = equal power budget (arrays sized to the SA's power); iso-area = "
                                  "arrays that fit the SA's area; arithmetic mean over workloads")
         for r in model["per_workload"]:

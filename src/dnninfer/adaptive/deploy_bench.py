@@ -1,0 +1,148 @@
+"""The bench's deploy section: every method on every runtime, per backbone, plus the speedup model.
+
+Per backbone (B-LeNet, the paper's; B-AlexNet, whose main path is ~12x its exit 1) every method
+is timed on eager, frozen TorchScript and ONNX Runtime in ONE interleaved `compare` per batch
+size, and speedups are taken pairwise within a runtime (``median(full) / median(cbnet)``).
+
+The speedup model (what the plot draws), all costs relative to the main path's (the full net's)::
+
+    S_vs_branchynet(a, h) = (e1 + h * (never - e1)) / (a + light)      S_vs_full(a) = 1 / (a + light)
+
+``a`` = autoencoder cost / main-path cost, ``h`` = share of hard inputs (those BranchyNet does not
+let out at exit 1), ``e1`` / ``never`` = BranchyNet's cost when every input leaves at exit 1 /
+none does (``never`` includes the wasted exit-1 head), ``light`` = the net cut after exit 1. With
+MACs as the cost this is the overhead-free ideal; with measured batch-1 times of the deploy
+runtime it is the model the measured points must sit on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from dnninfer.adaptive.branchynet import early_exit
+from dnninfer.adaptive.deploy import RUNTIMES, deploy_methods
+from dnninfer.adaptive.measure import Method, macs, perturb, time_methods
+from dnninfer.adaptive.pipeline import Trained
+from dnninfer.bench.harness import Timing, ratios
+
+__all__ = ["DEPLOY_RUNTIME", "deploy_section", "model_speedup", "speedup_model_inputs"]
+
+#: the runtime whose figures fill the ``*_by_backbone`` keys
+DEPLOY_RUNTIME = "onnxruntime"
+#: shares of perturbed test images (rotation, shift, noise) for the measured points at larger h
+PERTURBED = (0.5, 1.0)
+_TIMED = ("full", "branchynet", "light", "cbnet", "bnet_exit1_always", "bnet_exit1_never")
+
+
+def model_speedup(a: Any, h: Any, costs: dict[str, float]) -> Any:
+    """CBNet's modelled speedup over BranchyNet at AE cost share ``a`` and hard share ``h``
+    (numpy arrays or floats); costs relative to the main path (``light``, ``e1``, ``never``)."""
+    return (costs["e1"] + h * (costs["never"] - costs["e1"])) / (a + costs["light"])
+
+
+def speedup_model_inputs(ms: dict[str, Method], t1: dict[str, Timing] | None = None) -> dict[str, Any]:
+    """The model's coordinates and costs for one backbone: by MACs and, given ``t1``, by time."""
+    full = ms["full"].macs_per_image
+    out: dict[str, Any] = {
+        "a_macs": ms["cbnet"].facts["ae_macs"] / full,
+        "h": 1.0 - ms["branchynet"].facts["exit1_fraction"],
+        "costs_macs": {"light": ms["light"].macs_per_image / full, "e1": ms["bnet_exit1_always"].macs_per_image / full,
+                       "never": ms["bnet_exit1_never"].macs_per_image / full},
+    }
+    if t1 is not None:
+        f = t1["full"].median
+        out["a_time"] = max(t1["cbnet"].median - t1["light"].median, 0.0) / f
+        out["costs_time"] = {"light": t1["light"].median / f, "e1": t1["bnet_exit1_always"].median / f,
+                             "never": t1["bnet_exit1_never"].median / f}
+    return out
+
+
+def _runtime_fns(trained: Trained, ms: dict[str, Method], runtimes: tuple[str, ...]
+                 ) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+    fns: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
+    for rt in runtimes:
+        names = [k for k in ms if k in _TIMED or (k.startswith("cbnet_") and k != "cbnet_guarded")]
+        dep = deploy_methods(trained, rt, only=names)
+        fns.update({f"{rt}/{k}": f for k, f in dep.items()})
+    return fns
+
+
+def _speedups(t: dict[str, Timing], rt: str) -> dict[str, Any]:
+    sub = {k.split("/", 1)[1]: v for k, v in t.items() if k.startswith(f"{rt}/")}
+    vs_full, vs_bn = ratios(sub, "full", n_boot=500), ratios(sub, "branchynet", n_boot=500)
+    return {
+        "cbnet_vs_full": vs_full["cbnet"].ratio, "cbnet_vs_full_ci95": [vs_full["cbnet"].lo, vs_full["cbnet"].hi],
+        "cbnet_vs_branchynet": vs_bn["cbnet"].ratio,
+        "cbnet_vs_branchynet_ci95": [vs_bn["cbnet"].lo, vs_bn["cbnet"].hi],
+        "branchynet_vs_full": vs_full["branchynet"].ratio, "light_vs_full": vs_full["light"].ratio,
+        "vs_full": {k: r.ratio for k, r in vs_full.items() if not k.startswith("bnet_")},
+        "vs_branchynet": {k: r.ratio for k, r in vs_bn.items() if not k.startswith("bnet_")},
+        "latency_us": {k: v.median * 1e6 for k, v in sub.items()},
+    }
+
+
+def _harder_points(trained: Trained, ms: dict[str, Method], fns: dict[str, Callable[[torch.Tensor], torch.Tensor]],
+                   cfg: dict[str, Any], seed: int) -> list[dict[str, Any]]:
+    """Measured points at larger h: BranchyNet, CBNet and the full net timed at batch 1 on the
+    deploy runtime on test sets where a share of the images is perturbed (harder inputs leave
+    BranchyNet later; CBNet's cost does not change, its accuracy may)."""
+    tx, ty = trained.split.test_x, trained.split.test_y
+    out = []
+    for frac in PERTURBED:
+        xp, _ = perturb(tx, frac, seed=seed + 7)
+        with torch.inference_mode():
+            res = early_exit(trained.bnet, xp, trained.threshold)
+            acc = {k: float((ms[k].fn(xp).argmax(1) == ty).float().mean()) for k in ("full", "cbnet")}
+        acc["branchynet"] = float((res.logits.argmax(1) == ty).float().mean())
+        sub = {k: fns[f"{DEPLOY_RUNTIME}/{k}"] for k in ("full", "branchynet", "cbnet")}
+        tp = time_methods(sub, xp, batch=1, repeats=cfg["b1_repeats"], warmup=cfg["b1_warmup"], seed=seed,
+                          description=f"cbnet deploy: batch 1, {frac:.0%} perturbed")
+        r_full, r_bn = ratios(tp, "full", n_boot=200), ratios(tp, "branchynet", n_boot=200)
+        out.append({"perturbed_fraction": frac, "h": 1.0 - float((res.exit == 0).float().mean()),
+                    "cbnet_vs_branchynet": r_bn["cbnet"].ratio, "cbnet_vs_full": r_full["cbnet"].ratio,
+                    "accuracy": acc})
+    return out
+
+
+def deploy_section(runs: dict[str, tuple[Trained, dict[str, Method]]], cfg: dict[str, Any], seed: int,
+                   runtimes: tuple[str, ...] = RUNTIMES) -> dict[str, Any]:
+    """``runs``: backbone → (trained models, their eager `measure.methods`). Times every method on
+    every runtime at batch 1 and 64 and returns speedups per backbone, runtime and batch, and the
+    speedup model's inputs."""
+    per: dict[str, Any] = {}
+    for backbone, (trained, ms) in runs.items():
+        fns = _runtime_fns(trained, ms, runtimes)
+        tx = trained.split.test_x
+        t1 = time_methods(fns, tx, batch=1, repeats=cfg["b1_repeats"], warmup=cfg["b1_warmup"], seed=seed,
+                          description=f"cbnet deploy {backbone}: batch 1")
+        t64 = time_methods(fns, tx, batch=64, repeats=cfg["b64_repeats"], warmup=cfg["b64_warmup"], seed=seed,
+                           description=f"cbnet deploy {backbone}: batch 64") if len(tx) >= 64 else {}
+        by_rt: dict[str, Any] = {}
+        for rt in runtimes:
+            by_rt[rt] = {"b1": _speedups(t1, rt)}
+            if t64:
+                by_rt[rt]["b64"] = _speedups(t64, rt)
+        dep_t1 = {k.split("/", 1)[1]: v for k, v in t1.items() if k.startswith(f"{DEPLOY_RUNTIME}/")}
+        per[backbone] = {
+            "runtimes": by_rt,
+            "accuracy": {k: ms[k].accuracy for k in ("full", "branchynet", "light", "cbnet")},
+            "macs_per_image": {k: ms[k].macs_per_image for k in ("full", "branchynet", "light", "cbnet")},
+            "ae": trained.primary_ae, "ae_macs": ms["cbnet"].facts["ae_macs"],
+            "exit1_macs": ms["bnet_exit1_always"].macs_per_image,
+            "main_path_macs": macs(trained.full, trained.split.image_shape),
+            "model": speedup_model_inputs(ms, dep_t1),
+            "harder": _harder_points(trained, ms, fns, cfg, seed),
+        }
+    b1 = {b: p["runtimes"][DEPLOY_RUNTIME]["b1"] for b, p in per.items()}
+    ours = {
+        "deploy_runtime": DEPLOY_RUNTIME,
+        "speedup_vs_full_b1_by_backbone": {b: v["cbnet_vs_full"] for b, v in b1.items()},
+        "speedup_vs_branchynet_b1_by_backbone": {b: v["cbnet_vs_branchynet"] for b, v in b1.items()},
+        "deploy_speedups": {b: {rt: {bs: {k: v for k, v in r.items() if k != "latency_us"} for bs, r in x.items()}
+                                for rt, x in p["runtimes"].items()} for b, p in per.items()},
+    }
+    return {"ours": ours, "per_backbone": per}
+
