@@ -22,6 +22,7 @@ both, rounds interleaved; GPU over CPU-decode throughput. With `FakeCudaBackend`
 
 from __future__ import annotations
 
+import abc
 import argparse
 import asyncio
 import io
@@ -147,7 +148,7 @@ def cpu_preprocessor() -> tuple[Callable[[bytes], Prepared], str]:
 
 
 # -- the two pipelines ----------------------------------------------------------------------------------
-class _Pipeline:
+class _Pipeline(abc.ABC):
     """The DNN half both pipelines share: a batcher whose forward runs the model on its own stream.
     ``timed``: synchronise between stages so each stage's time is its own (low load only)."""
 
@@ -165,8 +166,9 @@ class _Pipeline:
         if self.timed:
             self.backend.sync_stream(stream)
 
+    @abc.abstractmethod
     def _to_batch(self, xs: Sequence[Any]) -> torch.Tensor:
-        raise NotImplementedError
+        """The model's input batch on the device from one batch of decoded requests."""
 
     def _dnn_forward(self, xs: Sequence[Any]) -> tuple[torch.Tensor, float, float]:
         def work() -> tuple[torch.Tensor, float, float]:
@@ -197,8 +199,9 @@ class _Pipeline:
         if self.dnn is not None:
             await self.dnn.stop()
 
+    @abc.abstractmethod
     async def request(self, body: bytes) -> dict[str, float]:
-        raise NotImplementedError
+        """One JPEG request through the pipeline: its stage seconds."""
 
     async def _classify(self, x: Any, t0: float, stages: dict[str, float]) -> dict[str, float]:
         assert self.dnn is not None
