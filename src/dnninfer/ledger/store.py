@@ -71,6 +71,11 @@ CREATE INDEX blocks_height ON blocks(height);
 """
 
 
+#: what a damaged file can raise from sqlite: its own errors, and undecodable bytes in a schema or
+#: error message (a flipped byte in sqlite_master surfaces as a UnicodeDecodeError from the driver)
+_DB_ERRORS = (sqlite3.Error, UnicodeDecodeError)
+
+
 def _text(raw: bytes) -> str:
     """TEXT columns: invalid UTF-8 must not abort reading the other rows; it fails validation instead."""
     return raw.decode("utf-8", "surrogateescape")
@@ -116,7 +121,7 @@ class LedgerStore:
                 self.conn.execute("PRAGMA synchronous=FULL")
             self.conn.text_factory = _text
             self.conn.execute("SELECT count(*) FROM sqlite_master").fetchall()
-        except sqlite3.Error as e:
+        except _DB_ERRORS as e:
             with contextlib.suppress(Exception):
                 self.conn.close()
             hint = "" if "not a database" in str(e) or "unable to open" in str(e) else "; truncated or damaged?"
@@ -144,7 +149,7 @@ class LedgerStore:
                                ("keys", keys.to_json().decode()),
                                ("head", HeadRecord.of(genesis, 0).to_json())])
                 self._insert(c, genesis)
-        except sqlite3.Error as e:
+        except _DB_ERRORS as e:
             raise LedgerError(f"{self.path}: cannot create the ledger ({e})") from None
 
     def is_empty(self) -> bool:
@@ -154,7 +159,7 @@ class LedgerStore:
         """The meta rows, checked: a known format, exactly its keys, every value text."""
         try:
             rows = self.conn.execute("SELECT key, value FROM meta").fetchall()
-        except sqlite3.Error as e:
+        except _DB_ERRORS as e:
             raise LedgerError(f"{self.path}: not a dnninfer ledger (no readable meta table: {e})") from None
         meta: dict[str, Any] = {}
         for k, v in rows:
@@ -201,7 +206,7 @@ class LedgerStore:
                 self._insert(c, block)
                 c.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('head', ?)",
                           (HeadRecord.of(head, blocks).to_json(),))
-        except sqlite3.Error as e:
+        except _DB_ERRORS as e:
             raise LedgerError(f"{self.path}: could not write block {block.index} ({e})") from None
 
     def close(self) -> None:
@@ -355,7 +360,7 @@ def _decode_rows(store: LedgerStore, ledger: Ledger, rejected: set[str],
                 genesis_rows += 1
             else:
                 stored.add(str(h))
-    except sqlite3.DatabaseError as e:
+    except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
         what = "cannot read the blocks table" if n == 0 else f"database damaged after {n} readable row(s)"
         ledger.problems.append(Problem(f"{what}: {e}"))
         return out, stored
