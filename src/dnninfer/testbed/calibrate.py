@@ -16,7 +16,8 @@ BLOB_SMALL, BLOB_LARGE = 64 << 10, 1 << 20
 
 
 def calibrate(state: TestbedState) -> dict[str, Any]:
-    """PU speed in host cores (probe on the host / probe on the PU x dilation) and link rate in
+    """PU speed in host cores (probe's CPU seconds on the host / its wall seconds on the PU x
+    dilation) and link rate in
     Mbit/s (extra bytes / extra time of a large over a small node-to-node transfer, x dilation)."""
     import ray
 
@@ -26,7 +27,7 @@ def calibrate(state: TestbedState) -> dict[str, Any]:
     rt = TestbedRuntime(state)
     d = state.dilation
     with pinned_threads(1):
-        host = probe_seconds(PROBE_REPEATS)
+        host = probe_seconds(PROBE_REPEATS, cpu_time=True)
     pus = {}
     for n in state.nodes:
         for pu, speed in n.pus.items():
