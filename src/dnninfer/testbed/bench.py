@@ -57,6 +57,10 @@ def summarise(rows: list[dict[str, Any]], calibration: dict[str, Any],
     """HiDP's measured gains per case (vs the best baseline and the mean over baselines), prediction
     errors over every plan, and the predicted-vs-measured rank agreement. The headline keys come from
     plans made with the measured profile where there are any; each profile's errors are also given."""
+    failed = [r for r in rows if r.get("error")]
+    rows = [r for r in rows if not r.get("error")]  # a failed plan has no measurement to compare
+    if not rows:
+        return {"failed_plans": len(failed), "planned_from": None}
     froms = list(dict.fromkeys(r.get("planned_from", "cited") for r in rows))
     primary = "measured" if "measured" in froms else froms[0]
     ours = _summary([r for r in rows if r.get("planned_from", "cited") == primary])
@@ -71,6 +75,7 @@ def summarise(rows: list[dict[str, Any]], calibration: dict[str, Any],
     ours["dilation"] = dilation if not isinstance(dilation, dict) else next(iter(dilation.values()))
     if isinstance(dilation, dict):
         ours["dilation_by_cluster"] = dilation
+    ours["failed_plans"] = len(failed)
     ours["max_abs_error"] = max(r["max_abs_error"] for r in rows)
     ours["weights_shipped_bytes"] = max(r["weights_shipped_bytes"] for r in rows)
     return ours

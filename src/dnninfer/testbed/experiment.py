@@ -98,24 +98,41 @@ def run_cases(models: Sequence[str], strategies: Sequence[str], *, bandwidths: S
                     p = make_plan(cm, strategy, objective)
                     key = tuple((part.nodes, part.targets, part.shares) for part in p.parts)
                     if key not in executed:
-                        executed[key] = (f"{strategy} ({how})", _execute(rt, cm, p, name, seed, ref, requests, stream))
+                        executed[key] = (f"{strategy} ({how})", _execute_or_record(rt, cm, p, name, seed, ref,
+                                                                                   requests, stream, say))
                     first, m = executed[key]
+                    lat = m["measured_latency_s"]
                     rows.append({
                         "model": name, "cluster": state.cluster, "bandwidth_mbps": rate, "strategy": strategy,
                         "planned_from": how, "objective": objective, "predicted_latency_s": p.latency_s,
-                        "pred_error": abs(m["measured_latency_s"] - p.latency_s) / m["measured_latency_s"],
+                        "pred_error": None if lat is None else abs(lat - p.latency_s) / lat,
                         "predicted_energy_j": p.energy_j, "predicted_throughput_ips": p.throughput_ips, **m,
                         "same_plan_as": None if first == f"{strategy} ({how})" else first,
                     })
-                    lat = m["measured_latency_s"]
                     say(f"{name} {rate or 'per-pair'} Mbit/s {strategy} ({how}): predicted {p.latency_s * 1e3:.1f} ms, "
-                        f"measured {lat * 1e3:.1f} ms")
+                        + (f"measured {lat * 1e3:.1f} ms" if lat is not None else f"FAILED: {m['error']}"))
     finally:
         try:
             rt.shutdown()
         finally:
             state.apply_rates(None)
     return rows
+
+
+def _execute_or_record(rt: Any, cm: Any, p: Any, name: str, seed: int, ref: Any, requests: int, stream: int,
+                       say: Any) -> dict[str, Any]:
+    """`_execute`, except that a plan whose requests or stream fail or time out becomes a row with
+    its `error` (and no measurements) instead of ending the run: the plans already measured are kept.
+    The PU actors are restarted so that the failed plan's queued stages cannot delay the next."""
+    from dnninfer.runtime.ray_runtime import NodeFailure
+
+    try:
+        return _execute(rt, cm, p, name, seed, ref, requests, stream)
+    except NodeFailure as e:
+        say(f"{name}: plan failed, actors restarted: {e}")
+        rt.reset()
+        return {"error": str(e), "measured_latency_s": None, "measured_energy_j": None,
+                "measured_throughput_ips": None, "max_abs_error": None, "weights_shipped_bytes": None}
 
 
 def _execute(rt: Any, cm: Any, p: Any, name: str, seed: int, ref: Any, requests: int, stream: int) -> dict[str, Any]:

@@ -35,19 +35,20 @@ def report_section(result: dict[str, Any], outdir: Path) -> ReportSection:
                    "Latency per plan on the testbed: measured (y) vs the simulator's prediction (x); the line is "
                    "y = x.", figsize=(6, 5)) as (_fig, ax):
         primary = result.get("ours", {}).get("planned_from")  # one point per plan the headline keys read
-        shown = [r for r in rows if primary is None or r.get("planned_from", primary) == primary] or rows
+        ok = [r for r in rows if r.get("measured_latency_s") is not None]  # failed plans have no point
+        shown = [r for r in ok if primary is None or r.get("planned_from", primary) == primary] or ok
         for strategy in dict.fromkeys(r["strategy"] for r in shown):
             mine = [r for r in shown if r["strategy"] == strategy]
             ax.scatter([r["predicted_latency_s"] * 1e3 for r in mine], [r["measured_latency_s"] * 1e3 for r in mine],
                        label=strategy, s=18)
-        top = max(max(r["predicted_latency_s"], r["measured_latency_s"]) for r in shown) * 1e3
+        top = max((max(r["predicted_latency_s"], r["measured_latency_s"]) for r in shown), default=1.0) * 1e3
         ax.plot([0, top], [0, top], color="grey", lw=0.8)
         ax.set_xlabel("predicted latency (ms)")
         ax.set_ylabel("measured latency (ms)")
         ax.legend(fontsize=7)
-    table = [{k: r.get(k) for k in ("cluster", "model", "bandwidth_mbps", "strategy", "planned_from", "stages",
-                                    "predicted_latency_s", "measured_latency_s", "pred_error", "measured_energy_j")}
-             for r in rows]
+    keys = ("cluster", "model", "bandwidth_mbps", "strategy", "planned_from", "stages", "predicted_latency_s",
+            "measured_latency_s", "pred_error", "measured_energy_j", "error")
+    table = [{k: r.get(k) for k in keys} for r in rows]
     return build_section("Testbed: HiDP measured on throttled, link-shaped Ray nodes", result, outdir, claims=CLAIMS,
                          parts=[figs, Table(table, "Per plan (times undilated)")],
                          intro=result.get("note", ""))

@@ -403,13 +403,29 @@ class TestbedRuntime:
         actor takes its calls in order, so stages of successive requests overlap across PUs. The
         emulated RTT is slept inside the receiving actor, so it occupies that PU: a lower bound."""
         import ray
+        from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
-        inputs = [self._inputs(timeout_s) for _ in range(requests)]
-        t0 = time.perf_counter()
-        done = [self._submit(refs)[0][0] for refs in inputs]
-        t_done = max(ray.get(done, timeout=timeout_s))
+        from dnninfer.runtime.ray_runtime import NodeFailure
+
+        try:
+            inputs = [self._inputs(timeout_s) for _ in range(requests)]
+            t0 = time.perf_counter()
+            done = [self._submit(refs)[0][0] for refs in inputs]
+            t_done = max(ray.get(done, timeout=timeout_s))
+        except (GetTimeoutError, RayActorError, RayTaskError) as e:
+            raise NodeFailure(f"testbed stream of {requests} requests failed ({type(e).__name__}, "
+                              f"limit {timeout_s:.0f} s)") from None
         end = time.perf_counter() if self.state.boards else t_done
         return requests / ((end - t0) / self.state.dilation)
+
+    def reset(self) -> None:
+        """Kill every PU actor (the next call starts fresh ones in their cgroups): after a failed
+        or timed-out request their queues may still hold its stages, which would delay the next plan."""
+        import ray
+
+        for a in self.actors.values():
+            ray.kill(a)
+        self.actors.clear()
 
     def shutdown(self) -> None:
         import ray
