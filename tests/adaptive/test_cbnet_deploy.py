@@ -91,3 +91,34 @@ def test_speedup_model_endpoints():
     costs = {"light": 0.1, "e1": 0.1, "never": 1.05}
     assert model_speedup(0.0, 1.0, costs) == pytest.approx(10.5)  # AE free, all hard: never / light
     assert model_speedup(0.1, 0.0, costs) == pytest.approx(0.5)  # all easy: BranchyNet pays only exit 1
+
+
+
+def test_batch1_blocks_time_the_mean_over_inputs_not_the_easy_mode(monkeypatch):
+    """An input-dependent method (4x the cost on every fifth input, like an early-exit net whose
+    hard inputs run the whole net) is timed by its mean cost per input when samples are blocks;
+    one call per sample (the negative control) reports its easy-input cost instead. The clock is
+    a fake one the methods advance, so the test times nothing."""
+    import types
+
+    from dnninfer.adaptive.measure import time_methods
+    from dnninfer.bench import harness
+
+    now = [0]
+    monkeypatch.setattr(harness, "time", types.SimpleNamespace(perf_counter_ns=lambda: now[0]))
+    x = torch.zeros(40, 1)
+    x[::5] = 1.0  # every fifth input is hard
+
+    def early_exit_like(xb: torch.Tensor) -> None:
+        now[0] += 4000 if float(xb[0, 0]) else 1000
+
+    def constant(xb: torch.Tensor) -> None:
+        now[0] += 1600  # the other's mean: 0.8 * 1000 + 0.2 * 4000
+
+    fns = {"ee": early_exit_like, "c": constant}
+    blocks = time_methods(fns, x, batch=1, repeats=8, warmup=0, block=10)
+    assert blocks["ee"].median == pytest.approx(blocks["c"].median) == pytest.approx(1.6e-6)
+    single = time_methods(fns, x, batch=1, repeats=40, warmup=0)
+    assert single["ee"].median == pytest.approx(1e-6)  # the easy mode, not the mean
+    with pytest.raises(ValueError, match="block"):
+        time_methods(fns, x, batch=1, repeats=1, warmup=0, block=0)

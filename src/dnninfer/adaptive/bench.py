@@ -57,12 +57,12 @@ DEPLOY_BACKBONES = ("blenet", "balexnet")
 BACKBONE_AES = {"blenet": ("dense", "conv"), "balexnet": ("conv", "dense_small"), "bcnn": ("dense", "conv")}
 
 QUICK = {"epochs": 8, "ae_epochs": 20, "lr": 3e-3, "ae_lr": 3e-3, "batch": 32, "seeds": (0,),
-         "b1_repeats": 200, "b1_warmup": 20, "b64_repeats": 20, "b64_warmup": 3}
+         "b1_repeats": 40, "b1_block": 25, "b1_warmup": 4, "b64_repeats": 20, "b64_warmup": 3}
 #: every method, row, sweep and plot of --quick on 200/64 digits images (64: one batch-64 slice).
-SMOKE = {"epochs": 1, "ae_epochs": 2, "lr": 3e-3, "ae_lr": 3e-3, "batch": 32, "seeds": (0,),
-         "b1_repeats": 5, "b1_warmup": 1, "b64_repeats": 3, "b64_warmup": 1, "train_limit": 200, "test_limit": 64}
+SMOKE = {"epochs": 1, "ae_epochs": 2, "lr": 3e-3, "ae_lr": 3e-3, "batch": 32, "seeds": (0,), "train_limit": 200,
+         "test_limit": 64, "b1_repeats": 5, "b1_block": 4, "b1_warmup": 1, "b64_repeats": 3, "b64_warmup": 1}
 FULL = {"epochs": 40, "ae_epochs": 100, "lr": 1e-3, "ae_lr": 3e-3, "batch": 32, "seeds": (0, 1, 2),
-        "b1_repeats": 1000, "b1_warmup": 50, "b64_repeats": 100, "b64_warmup": 5}
+        "b1_repeats": 200, "b1_block": 50, "b1_warmup": 10, "b64_repeats": 100, "b64_warmup": 5}
 DEVICES = ("host", "rpi4", "jetson_nano")
 
 
@@ -73,6 +73,8 @@ def _add_arguments(p: Any) -> None:
     p.add_argument("--epochs", type=int, default=None, help="training epochs of the full DNN (default: per --quick)")
     p.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
     p.add_argument("--test-limit", type=int, default=None, help="use only the first N test images")
+    p.add_argument("--testbed-pu", default=None, metavar="NODE/PU", help="also time the deploy path at batch 1 on "
+                   "this PU of the running testbed (`dnninfer testbed up CLUSTER` first), e.g. rpi4/cpu on edge3")
 
 
 def _config(args: BenchArgs, cfg: dict[str, Any], seed: int, backbone: str | None = None) -> CBNetConfig:
@@ -82,11 +84,9 @@ def _config(args: BenchArgs, cfg: dict[str, Any], seed: int, backbone: str | Non
     backbone = backbone or args.get("backbone") or "blenet"
     return CBNetConfig(dataset=args.get("dataset") or "digits", data_dir=args.get("data_dir"),
                        backbone=backbone, autoencoders=BACKBONE_AES[backbone], epochs=epochs, ae_epochs=ae_epochs,
-                       lr=cfg["lr"],
-                       ae_lr=cfg["ae_lr"],
-                       batch=cfg["batch"], train_limit=args.get("train_limit") or cfg.get("train_limit"),
-                       test_limit=args.get("test_limit") or cfg.get("test_limit"),
-                       seed=seed)
+                       lr=cfg["lr"], ae_lr=cfg["ae_lr"], batch=cfg["batch"],
+                       train_limit=args.get("train_limit") or cfg.get("train_limit"),
+                       test_limit=args.get("test_limit") or cfg.get("test_limit"), seed=seed)
 
 
 @register_system("cbnet", description="CBNet converting autoencoder vs BranchyNet early exit vs the full DNN",
@@ -111,7 +111,7 @@ def bench_cbnet(args: BenchArgs) -> dict[str, Any]:
         tx = trained.split.test_x
         err_console.log("cbnet: timing batch 1 and batch 64")
         t1 = time_methods(fns, tx, batch=1, repeats=cfg["b1_repeats"], warmup=cfg["b1_warmup"], seed=args.seed,
-                          description="cbnet: batch 1")
+                          block=cfg["b1_block"], description="cbnet: batch 1")
         t64 = time_methods(fns, tx, batch=64, repeats=cfg["b64_repeats"], warmup=cfg["b64_warmup"], seed=args.seed,
                            description="cbnet: batch 64") if len(tx) >= 64 else {}
         err_console.log("cbnet: timing the notebooks' protocol (AE on the whole test set, classifiers at batch 10)")
@@ -123,7 +123,7 @@ def bench_cbnet(args: BenchArgs) -> dict[str, Any]:
     result["deploy"] = deploy["per_backbone"]
     result["hard_fraction"] = hard_fraction_sweep(trained, ms, t1, args.seed)
     result["config"] = {**trained.config.to_dict(), "seeds": seeds, "timing": {
-        k: cfg[k] for k in ("b1_repeats", "b1_warmup", "b64_repeats", "b64_warmup")}, "threads": 1,
+        k: cfg[k] for k in ("b1_repeats", "b1_block", "b1_warmup", "b64_repeats", "b64_warmup")}, "threads": 1,
         "framework": f"PyTorch {torch.__version__} eager, fp32, inference_mode", "devices": list(DEVICES)}
     if args.out:
         plots(result, Path(args.out))
@@ -143,7 +143,7 @@ def _deploy(args: BenchArgs, cfg: dict[str, Any], trained: Trained, ms: dict) ->
         tr = fit(_config(args, cfg, args.seed, backbone=b))
         runs[b] = (tr, methods(tr))
     err_console.log("cbnet: timing every method on eager, TorchScript and ONNX Runtime")
-    return deploy_section(runs, cfg, args.seed)
+    return deploy_section(runs, cfg, args.seed, testbed_pu=args.get("testbed_pu"))
 
 
 def _assemble(trained: Trained, ms: dict, t1: dict, t64: dict, devices: list, seed_rows: list) -> dict[str, Any]:

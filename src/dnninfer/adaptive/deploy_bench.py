@@ -99,6 +99,7 @@ def _harder_points(trained: Trained, ms: dict[str, Method], fns: dict[str, Calla
         acc["branchynet"] = float((res.logits.argmax(1) == ty).float().mean())
         sub = {k: fns[f"{DEPLOY_RUNTIME}/{k}"] for k in ("full", "branchynet", "cbnet")}
         tp = time_methods(sub, xp, batch=1, repeats=cfg["b1_repeats"], warmup=cfg["b1_warmup"], seed=seed,
+                          block=cfg["b1_block"],
                           description=f"cbnet deploy: batch 1, {frac:.0%} perturbed")
         r_full, r_bn = ratios(tp, "full", n_boot=200), ratios(tp, "branchynet", n_boot=200)
         out.append({"perturbed_fraction": frac, "h": 1.0 - float((res.exit == 0).float().mean()),
@@ -107,8 +108,48 @@ def _harder_points(trained: Trained, ms: dict[str, Method], fns: dict[str, Calla
     return out
 
 
+#: methods timed on a testbed PU (the deploy runtime only: a throttled worker is slow)
+_ON_TESTBED = ("full", "branchynet", "light", "cbnet")
+
+
+def time_on_this_pu(trained: Trained, cfg: dict[str, Any], seed: int) -> dict[str, list[float]]:
+    """Runs ON a testbed PU: compile the methods for the deploy runtime there and time them at
+    batch 1 (blocks of inputs, as on the host); raw (dilated) samples in seconds."""
+    fns = deploy_methods(trained, DEPLOY_RUNTIME, only=_ON_TESTBED)
+    t = time_methods(fns, trained.split.test_x, batch=1, repeats=cfg["b1_repeats"], warmup=cfg["b1_warmup"],
+                     seed=seed, block=cfg["b1_block"], progress=False)
+    return {k: list(v.samples) for k, v in t.items()}
+
+
+def testbed_section(runs: dict[str, tuple[Trained, dict[str, Method]]], target: str, cfg: dict[str, Any],
+                    seed: int) -> dict[str, Any]:
+    """Issue 20 (d): the deploy-runtime comparison at batch 1 on a throttled edge-class worker, a
+    PU of the running testbed (`dnninfer testbed up CLUSTER`; one thread in a cgroup whose quota is
+    the PU's throughput / the dilation D). Times are divided by D; ratios are D-free."""
+    from dnninfer.errors import UserError
+    from dnninfer.testbed.core import TestbedState
+    from dnninfer.testbed.runtime import TestbedRuntime
+
+    state = TestbedState.load()
+    if target not in state.quotas:
+        raise UserError(f"--testbed-pu {target}: the testbed ({state.cluster}) has PUs {', '.join(state.quotas)}")
+    rt = TestbedRuntime(state)
+    out: dict[str, Any] = {"target": target, "cluster": state.cluster, "dilation": state.dilation,
+                           "quota_host_cores": state.quotas[target]["quota_us"] / state.quotas[target]["period_us"],
+                           "by_backbone": {}}
+    try:
+        for backbone, (trained, _ms) in runs.items():
+            samples = rt.call(target, time_on_this_pu, trained, cfg, seed)
+            t = {f"{DEPLOY_RUNTIME}/{k}": Timing.from_samples([x / state.dilation for x in v])
+                 for k, v in samples.items()}
+            out["by_backbone"][backbone] = _speedups(t, DEPLOY_RUNTIME)
+    finally:
+        rt.shutdown()
+    return out
+
+
 def deploy_section(runs: dict[str, tuple[Trained, dict[str, Method]]], cfg: dict[str, Any], seed: int,
-                   runtimes: tuple[str, ...] = RUNTIMES) -> dict[str, Any]:
+                   runtimes: tuple[str, ...] = RUNTIMES, testbed_pu: str | None = None) -> dict[str, Any]:
     """``runs``: backbone → (trained models, their eager `measure.methods`). Times every method on
     every runtime at batch 1 and 64 and returns speedups per backbone, runtime and batch, and the
     speedup model's inputs."""
@@ -117,7 +158,7 @@ def deploy_section(runs: dict[str, tuple[Trained, dict[str, Method]]], cfg: dict
         fns = _runtime_fns(trained, ms, runtimes)
         tx = trained.split.test_x
         t1 = time_methods(fns, tx, batch=1, repeats=cfg["b1_repeats"], warmup=cfg["b1_warmup"], seed=seed,
-                          description=f"cbnet deploy {backbone}: batch 1")
+                          block=cfg["b1_block"], description=f"cbnet deploy {backbone}: batch 1")
         t64 = time_methods(fns, tx, batch=64, repeats=cfg["b64_repeats"], warmup=cfg["b64_warmup"], seed=seed,
                            description=f"cbnet deploy {backbone}: batch 64") if len(tx) >= 64 else {}
         by_rt: dict[str, Any] = {}
@@ -144,5 +185,13 @@ def deploy_section(runs: dict[str, tuple[Trained, dict[str, Method]]], cfg: dict
         "deploy_speedups": {b: {rt: {bs: {k: v for k, v in r.items() if k != "latency_us"} for bs, r in x.items()}
                                 for rt, x in p["runtimes"].items()} for b, p in per.items()},
     }
+    if testbed_pu:
+        tb = testbed_section(runs, testbed_pu, cfg, seed)
+        ours["testbed"] = {k: v for k, v in tb.items() if k != "by_backbone"}
+        ours["speedup_vs_full_b1_testbed_by_backbone"] = {b: v["cbnet_vs_full"] for b, v in tb["by_backbone"].items()}
+        ours["speedup_vs_branchynet_b1_testbed_by_backbone"] = {b: v["cbnet_vs_branchynet"]
+                                                                 for b, v in tb["by_backbone"].items()}
+        for b, v in tb["by_backbone"].items():
+            per[b]["testbed"] = v
     return {"ours": ours, "per_backbone": per}
 

@@ -140,6 +140,10 @@ class PUWorker:
 
         return {"target": self.target, "missing": {}, "torch": torch.__version__, "dnninfer": dnninfer.__version__}
 
+    def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run `fn` on this PU, under its quota: a user's own code timed on an edge-class worker."""
+        return fn(*args, **kwargs)
+
     def make_inputs(self, source: ModelSource) -> tuple[Any, ...]:
         """The request's inputs, made here on the source device (they never cross a link)."""
         if getattr(self, "_inputs", (None,))[0] != source:  # a model file is loaded once, not per request
@@ -417,6 +421,21 @@ class TestbedRuntime:
                               f"limit {timeout_s:.0f} s)") from None
         end = time.perf_counter() if self.state.boards else t_done
         return requests / ((end - t0) / self.state.dilation)
+
+    def call(self, target: str, fn: Any, *args: Any, timeout_s: float = 1800, **kwargs: Any) -> Any:
+        """`fn(*args, **kwargs)` run on the PU `node/pu` (its arguments and result travel through
+        Ray; `fn` must be importable there). Times it measures are dilated: divide by
+        ``self.state.dilation``."""
+        import ray
+        from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+
+        try:
+            return ray.get(self.actor(target).call.remote(fn, *args, **kwargs), timeout=timeout_s)
+        except RayTaskError as e:
+            cause = e.cause if getattr(e, "cause", None) is not None else e
+            raise UserError(f"on testbed PU {target}: {str(cause).strip().splitlines()[-1]}") from None
+        except (GetTimeoutError, RayActorError) as e:
+            raise UserError(f"testbed PU {target} did not answer ({type(e).__name__})") from None
 
     def reset(self) -> None:
         """Kill every PU actor (the next call starts fresh ones in their cgroups): after a failed
