@@ -251,6 +251,25 @@ def test_three_node_plan_runs_on_the_testbed_and_equals_the_whole_model(local3):
 
 
 @needs_host
+def test_cbnet_times_its_deploy_path_on_a_testbed_pu(local3):
+    """Issue 20 (d): the CBNet bench's deploy-path comparison runs on a throttled PU of the testbed
+    (a user's function shipped to the PU's actor); a PU the testbed lacks is refused before any
+    training (the negative control)."""
+    out = json.loads(cli("bench", "cbnet", "--smoke", "--testbed-pu", "n2/cpu", "--json").stdout)
+    tb = out["ours"]["testbed"]
+    assert tb["target"] == "n2/cpu" and tb["dilation"] == local3["dilation"]
+    assert 0 < tb["quota_host_cores"] < 1  # one host core's share / D
+    (backbone,) = out["ours"]["speedup_vs_full_b1_testbed_by_backbone"]
+    speedups = out["deploy"][backbone]["testbed"]
+    assert set(speedups["latency_us"]) == {"full", "branchynet", "light", "cbnet"}
+    assert all(v > 0 for v in speedups["latency_us"].values())
+    assert out["ours"]["speedup_vs_branchynet_b1_testbed_by_backbone"][backbone] > 0
+    bad = cli("bench", "cbnet", "--smoke", "--testbed-pu", "n9/cpu", check=False)
+    assert bad.returncode == 2 and "'n9/cpu' is not a PU of the testbed (local3)" in bad.stderr
+    assert "training" not in bad.stderr
+
+
+@needs_host
 def test_a_node_with_other_weights_is_refused(local3):
     """Negative control for weights never crossing links: a node that rebuilds a different model
     (here: another seed) fails the hash check, naming the node."""

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from dnninfer.adaptive.deploy_bench import deploy_section
+from dnninfer.adaptive.deploy_bench import deploy_section, testbed_pu
 from dnninfer.adaptive.measure import device_costs, methods, time_methods
 from dnninfer.adaptive.pipeline import CBNetConfig, Trained, fit
 from dnninfer.adaptive.report import CLAIMS, plots, report_section
@@ -73,8 +73,8 @@ def _add_arguments(p: Any) -> None:
     p.add_argument("--epochs", type=int, default=None, help="training epochs of the full DNN (default: per --quick)")
     p.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
     p.add_argument("--test-limit", type=int, default=None, help="use only the first N test images")
-    p.add_argument("--testbed-pu", default=None, metavar="NODE/PU", help="also time the deploy path at batch 1 on "
-                   "this PU of the running testbed (`dnninfer testbed up CLUSTER` first), e.g. rpi4/cpu on edge3")
+    p.add_argument("--testbed-pu", default=None, type=testbed_pu, metavar="NODE/PU", help="also time the deploy "
+                   "path at batch 1 on this PU of the running testbed (`testbed up CLUSTER` first), e.g. rpi4/cpu")
 
 
 def _config(args: BenchArgs, cfg: dict[str, Any], seed: int, backbone: str | None = None) -> CBNetConfig:

@@ -112,6 +112,23 @@ def _harder_points(trained: Trained, ms: dict[str, Method], fns: dict[str, Calla
 _ON_TESTBED = ("full", "branchynet", "light", "cbnet")
 
 
+def testbed_pu(text: str) -> str:
+    """argparse type of ``--testbed-pu``: a PU of the running testbed, checked before any training."""
+    import argparse
+
+    from dnninfer.errors import UserError
+    from dnninfer.testbed.core import TestbedState
+
+    try:
+        state = TestbedState.load()
+    except UserError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if text not in state.quotas:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a PU of the testbed ({state.cluster}): "
+                                         f"{', '.join(state.quotas)}")
+    return text
+
+
 def time_on_this_pu(trained: Trained, cfg: dict[str, Any], seed: int) -> dict[str, list[float]]:
     """Runs ON a testbed PU: compile the methods for the deploy runtime there and time them at
     batch 1 (blocks of inputs, as on the host); raw (dilated) samples in seconds."""
