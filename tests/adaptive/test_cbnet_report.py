@@ -54,3 +54,18 @@ def test_modelled_latency_mixes_the_two_measured_paths():
     assert modelled_b1_ms(1.0, t1) == pytest.approx(1.0)
     assert modelled_b1_ms(0.0, t1) == pytest.approx(3.0)
     assert modelled_b1_ms(0.25, t1) == pytest.approx(2.5)
+
+
+def test_the_emulated_pi_claim_reads_the_testbed_keys_or_says_not_measured():
+    from dnninfer.bench.claims import claim_rows
+
+    (claim,) = [c for c in CLAIMS if "emulated Raspberry Pi" in c.figure]
+    ours = {"speedup_vs_branchynet_b1_testbed_by_backbone": {"balexnet": 1.37},
+            "speedup_vs_full_b1_testbed_by_backbone": {"balexnet": 2.8},
+            "testbed": {"target": "rpi4/cpu", "cluster": "edge3", "dilation": 2.3}}
+    (row,) = claim_rows([claim], {"ours": ours})
+    assert row["status"] == "met" and row["ours"] == "1.37x" and "2.80x" in row["note"]
+    ours["speedup_vs_branchynet_b1_testbed_by_backbone"]["balexnet"] = 0.9  # slower than BranchyNet: short
+    assert claim_rows([claim], {"ours": ours})[0]["status"] == "short"
+    (row,) = claim_rows([claim], {"ours": {}})
+    assert row["status"] == "not measured" and "--testbed-pu" in row["note"]
