@@ -51,3 +51,42 @@ def test_summary_and_report_skip_failed_plans(tmp_path):
     assert (tmp_path / "testbed_measured_vs_predicted.png").exists() and section is not None
     only_failed = summarise([_row("hidp", None, 0.1, error="x")], {}, 2.0)
     assert only_failed == {"failed_plans": 1, "planned_from": None}
+
+
+def test_a_failed_stream_keeps_the_plans_latency(monkeypatch):
+    """A stream that times out costs only the throughput figure: the latency requests stand, the
+    error is recorded and the actors are restarted. Negative control: a stream that runs."""
+    import types
+
+    import torch
+
+    from dnninfer.partition import execute
+
+    monkeypatch.setattr(execute, "materialize", lambda p, cm: types.SimpleNamespace(
+        graph=None, stages=[1, 2], placement={}, source="n1/cpu"))
+    monkeypatch.setattr(experiment, "measured_energy_j", lambda *a: 1.0)
+    out = torch.ones(2)
+
+    class Rt(_Runtime):
+        state = types.SimpleNamespace(boards=True)
+        stream_fails = True
+
+        def deploy(self, *a):
+            return {"targets": ["n1/cpu"], "weights_shipped_bytes": 0}
+
+        def run(self):
+            return types.SimpleNamespace(latency_s=0.2, compute_s={}, output=out)
+
+        def stream(self, n):
+            if self.stream_fails:
+                raise NodeFailure("testbed stream of 6 requests failed (GetTimeoutError, limit 600 s)")
+            return 7.0
+
+    plan = types.SimpleNamespace(energy={}, bytes_sent=0)
+    rt = Rt()
+    m = experiment._execute(rt, None, plan, "vgg16", 0, out, 3, 6)
+    assert m["measured_latency_s"] == 0.2 and m["measured_throughput_ips"] is None
+    assert "GetTimeoutError" in m["stream_error"] and rt.resets == 1 and m["max_abs_error"] == 0.0
+    rt.stream_fails = False
+    m = experiment._execute(rt, None, plan, "vgg16", 0, out, 3, 6)
+    assert m["measured_throughput_ips"] == 7.0 and m["stream_error"] is None and rt.resets == 1
