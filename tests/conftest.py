@@ -115,3 +115,17 @@ def quick_bench(system: str) -> tuple[int, str]:
         code, out = _smoke(system)
         done.write_text(json.dumps({"code": code, "out": out}))
         return code, out
+
+
+def randomise_bn(model: torch.nn.Module, seed: int = 0, shift_scale: float = 1.0) -> torch.nn.Module:
+    """Non-trivial BatchNorm statistics (eval mode), so deploy's BN folding is really exercised;
+    ``shift_scale`` scales the random running means and biases."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm1d | torch.nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=g) * shift_scale)
+            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            m.weight.data.copy_(torch.randn(n, generator=g))
+            m.bias.data.copy_(torch.randn(n, generator=g) * shift_scale)
+    return model.eval()

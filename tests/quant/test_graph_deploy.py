@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from conftest import randomise_bn
 from dnninfer.errors import UserError
 from dnninfer.quant.engine import DeployedModel, deploy
 from dnninfer.quant.graph_deploy import GraphDeployedModel
@@ -79,17 +80,6 @@ class Depthwise(nn.Module):
         return self.fc(x.view(x.size(0), -1))
 
 
-def _randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            m.weight.data.copy_(torch.randn(n, generator=g))
-            m.bias.data.copy_(torch.randn(n, generator=g) * 0.1)
-    return model.eval()
-
 
 def _check(model: nn.Module, x: torch.Tensor) -> GraphDeployedModel:
     with torch.no_grad():
@@ -105,7 +95,7 @@ def _check(model: nn.Module, x: torch.Tensor) -> GraphDeployedModel:
 @pytest.mark.parametrize("method", ["fp32", "binary", "signed"])
 def test_resnet18_style_blocks_match_pytorch(method):
     torch.manual_seed(0)
-    model = _randomise_bn(quantize(TinyResNet(), method, first_last="fp32"))
+    model = randomise_bn(quantize(TinyResNet(), method, first_last="fp32"), shift_scale=0.1)
     deployed = _check(model, torch.rand(4, 3, 32, 32))
     kinds = {op["kind"] for op in deployed.summary()}
     assert {"conv2d", "linear", "maxpool2d", "add"} <= kinds
@@ -118,7 +108,7 @@ def test_resnet18_style_blocks_match_pytorch(method):
 @pytest.mark.parametrize("method", ["ternary", "signed"])
 def test_depthwise_net_matches_pytorch(method):
     torch.manual_seed(1)
-    model = _randomise_bn(quantize(Depthwise(), method, first_last="quantize"))
+    model = randomise_bn(quantize(Depthwise(), method, first_last="quantize"), shift_scale=0.1)
     deployed = _check(model, torch.rand(3, 3, 8, 8))
     groups = {op["op"]: op["groups"] for op in deployed.summary() if "groups" in op}
     assert groups["dw"] == 8 and groups["grouped"] == 4
@@ -137,7 +127,7 @@ def test_negative_control_sees_a_changed_weight_in_a_residual_block():
     """The comparison can fail: flipping one quantised conv's latent weights changes the model's output,
     and the deployed copy (snapshotted before the change) no longer matches it."""
     torch.manual_seed(3)
-    model = _randomise_bn(quantize(TinyResNet(), "signed", first_last="fp32"))
+    model = randomise_bn(quantize(TinyResNet(), "signed", first_last="fp32"), shift_scale=0.1)
     x = torch.rand(2, 3, 32, 32)
     deployed = deploy(model, example_inputs=x)
     with torch.no_grad():

@@ -8,22 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from conftest import randomise_bn
 from dnninfer.errors import UserError
 from dnninfer.quant.engine import deploy
 from dnninfer.quant.models import build_model, cnn, resnet
 from dnninfer.quant.quantizers import QuantConv1d, quant_layers, quantize, weight_stats
-
-
-def _randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.randn(n, generator=g))
-            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            m.weight.data.copy_(torch.randn(n, generator=g))
-            m.bias.data.copy_(torch.randn(n, generator=g))
-    return model.eval()
 
 
 def test_quantize_swaps_conv1d_and_uses_the_quantised_weight():
@@ -45,7 +34,7 @@ def test_quantize_swaps_conv1d_and_uses_the_quantised_weight():
 @pytest.mark.parametrize("method", ["fp32", "binary", "ternary", "signed"])
 def test_deploy_conv1d_matches_pytorch_forward(method):
     torch.manual_seed(0)
-    model = _randomise_bn(quantize(build_model("cnn", 1.0, (1, 1, 40)), method, first_last="quantize"))
+    model = randomise_bn(quantize(build_model("cnn", 1.0, (1, 1, 40)), method, first_last="quantize"))
     x = torch.randn(7, 1, 1, 40)  # MNIST-1D layout (N, 1, 1, L); an odd length through the stride-2 conv
     with torch.no_grad():
         ref = model(x).numpy()
@@ -59,7 +48,7 @@ def test_deploy_conv1d_negative_control():
     """A deployed model that is not the PyTorch model must not match: the comparison above can fail.
     (Random BatchNorm statistics make this net insensitive to one conv, so the classifier is flipped.)"""
     torch.manual_seed(0)
-    model = _randomise_bn(quantize(cnn(1.0, dims=1), "signed", first_last="quantize"))
+    model = randomise_bn(quantize(cnn(1.0, dims=1), "signed", first_last="quantize"))
     x = torch.randn(5, 1, 1, 40)
     with torch.no_grad():
         ref = model(x).numpy()

@@ -7,23 +7,11 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import randomise_bn
 from dnninfer.errors import UserError
 from dnninfer.quant.engine import deploy, im2col_t
 from dnninfer.quant.models import cnn, mlp
 from dnninfer.quant.quantizers import quantize
-
-
-def _randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial BatchNorm statistics, so the folding is really exercised."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.randn(n, generator=g))
-            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            m.weight.data.copy_(torch.randn(n, generator=g))
-            m.bias.data.copy_(torch.randn(n, generator=g))
-    return model.eval()
 
 
 @pytest.mark.parametrize("method", ["fp32", "binary", "ternary", "signed"])
@@ -31,7 +19,7 @@ def _randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
 def test_deploy_matches_pytorch_forward(arch, method):
     torch.manual_seed(0)
     base = mlp(1.5) if arch == "mlp" else cnn(1.0)
-    model = _randomise_bn(quantize(base, method, first_last="quantize" if arch == "mlp" else "fp32"))
+    model = randomise_bn(quantize(base, method, first_last="quantize" if arch == "mlp" else "fp32"))
     x = torch.rand(20, 1, 8, 8)
     with torch.no_grad():
         ref = model(x).numpy()
@@ -45,7 +33,7 @@ def test_deploy_matches_pytorch_forward(arch, method):
 
 def test_deploy_with_dense_binary_kernel_and_strided_conv():
     torch.manual_seed(1)
-    model = _randomise_bn(quantize(cnn(0.5), "binary"))
+    model = randomise_bn(quantize(cnn(0.5), "binary"))
     x = torch.rand(3, 1, 9, 7)  # odd sizes through the stride-2 conv
     with torch.no_grad():
         ref = model(x).numpy()
@@ -54,7 +42,7 @@ def test_deploy_with_dense_binary_kernel_and_strided_conv():
 
 def test_deploy_negative_control_sees_a_changed_weight():
     torch.manual_seed(2)
-    model = _randomise_bn(quantize(mlp(1.0), "signed", first="quantize"))
+    model = randomise_bn(quantize(mlp(1.0), "signed", first="quantize"))
     x = torch.rand(8, 1, 8, 8)
     deployed = deploy(model)
     with torch.no_grad():
