@@ -186,8 +186,6 @@ def time_methods(
 
     def case(fn: Callable[[torch.Tensor], Any]) -> Callable[[], Any]:
         it = itertools.cycle(slices)
-        if block == 1:
-            return lambda: fn(next(it))
 
         def run_block() -> None:
             for _ in range(block):
@@ -201,8 +199,6 @@ def time_methods(
                 m.eval()
         out = compare({k: case(f) for k, f in fns.items()}, warmup=warmup, repeats=repeats, seed=seed,
                       description=description, progress=progress)
-    if block == 1:
-        return out
     return {k: Timing.from_samples([v / block for v in t.samples]) for k, t in out.items()}
 
 

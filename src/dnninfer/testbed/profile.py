@@ -16,7 +16,7 @@ from typing import Any
 from dnninfer.cost.measured import ClusterProfile
 from dnninfer.errors import UserError
 from dnninfer.testbed.core import TestbedState
-from dnninfer.testbed.runtime import ModelSource, TestbedRuntime
+from dnninfer.testbed.runtime import ModelSource, TestbedRuntime, task_error_line
 
 __all__ = ["profile_cluster"]
 
@@ -50,8 +50,7 @@ def profile_cluster(source: ModelSource, state: TestbedState | None = None, *, w
             say(f"profiling {loaded.name} on {', '.join(targets)}")
             answers += ray.get([rt.actor(t).profile.remote(source, warmup, repeats) for t in targets], timeout=3600)
     except RayTaskError as e:
-        cause = e.cause if getattr(e, "cause", None) is not None else e
-        raise UserError(str(cause).strip().splitlines()[-1]) from None
+        raise UserError(task_error_line(e)) from None
     except (RayActorError, GetTimeoutError) as e:  # a worker that died or never answered: name where
         raise UserError(f"profiling on {', '.join(targets)} failed ({type(e).__name__}): "
                         f"{str(e).strip().splitlines()[0] if str(e).strip() else 'no answer'}") from None

@@ -219,6 +219,12 @@ class PUWorker:
         return len(blob)
 
 
+def task_error_line(e: BaseException) -> str:
+    """The last line of what a remote task raised (a RayTaskError wraps it as ``cause``)."""
+    cause = e.cause if getattr(e, "cause", None) is not None else e  # type: ignore[attr-defined]
+    return str(cause).strip().splitlines()[-1]
+
+
 def probe_seconds(repeats: int, cpu_time: bool = False) -> float:
     """Median of `repeats` timings of 150 fixed 256x256 matmul-ReLU steps on one thread (about
     0.1 s on a host core: many CFS periods, so a throttled PU shows its average share).
@@ -318,8 +324,7 @@ class TestbedRuntime:
                 answers[targets.index(t)] = ray.get(self.actor(t).load.remote(model, jobs[t][0], jobs[t][1], links,
                                                                               shipped), timeout=600)
         except RayTaskError as e:
-            cause = e.cause if getattr(e, "cause", None) is not None else e
-            raise UserError(str(cause).strip().splitlines()[-1]) from None
+            raise UserError(task_error_line(e)) from None
         except (RayActorError, GetTimeoutError) as e:
             raise UserError(f"deploying on {', '.join(targets)} failed ({type(e).__name__}): a node died or did "
                             "not answer") from None
@@ -432,8 +437,7 @@ class TestbedRuntime:
         try:
             return ray.get(self.actor(target).call.remote(fn, *args, **kwargs), timeout=timeout_s)
         except RayTaskError as e:
-            cause = e.cause if getattr(e, "cause", None) is not None else e
-            raise UserError(f"on testbed PU {target}: {str(cause).strip().splitlines()[-1]}") from None
+            raise UserError(f"on testbed PU {target}: {task_error_line(e)}") from None
         except (GetTimeoutError, RayActorError) as e:
             raise UserError(f"testbed PU {target} did not answer ({type(e).__name__})") from None
 
@@ -449,7 +453,5 @@ class TestbedRuntime:
     def shutdown(self) -> None:
         import ray
 
-        for a in self.actors.values():
-            ray.kill(a)
-        self.actors.clear()
+        self.reset()
         ray.shutdown()
