@@ -177,6 +177,9 @@ def test_benches_show_recorded_gpu_figures_as_recorded_and_never_a_dry_run(dry_r
     assert recorded_part("serving", ["gpu_speedup_large"], results)["gpu_speedup_large"] is None
     real = {**report, "dry_run": False, "machine": {"name": "NVIDIA H200"}, "date": "2030-01-02T03:04:05+00:00"}
     real["ours"]["opara"]["gpu_speedup_vs_cudagraph"] = {"bert_encoder": 1.7}
+    # batch 8 too: the claim shows the best over batches, and the dry run's own b8 figures are CPU
+    # timings of the fake backend (3.67x on one CI run), not fixed values
+    real["ours"]["opara"]["gpu_speedup_vs_cudagraph_b8"] = {"bert_encoder": 1.2}
     (results / "h200.json").write_text(json.dumps(real))
     rec = latest_recorded(results)
     assert rec is not None and rec.machine == "NVIDIA H200"
